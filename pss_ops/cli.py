@@ -1,0 +1,216 @@
+"""The `pss` command: `run` for everything in-process, `step` for one step (the Batch container command)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from pss_ops import layout
+from pss_ops.cache import open_cache
+from pss_ops.catalog import CatalogError
+from pss_ops.config import ConfigError, load_config
+from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
+
+log = logging.getLogger("pss")
+
+ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
+WAREHOUSE_ENV = "PSS_WAREHOUSE_URL"
+
+
+def _categories(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    return tuple(dict.fromkeys(c.strip() for c in value.split(",") if c.strip())) or None
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+
+
+def _partition_number(args: argparse.Namespace) -> int:
+    """--partition, else the AWS Batch array index of this child job."""
+    if args.partition is not None:
+        return args.partition
+    if ARRAY_INDEX_ENV in os.environ:
+        return int(os.environ[ARRAY_INDEX_ENV])
+    raise SystemExit(f"pss step {args.step}: give --partition N or set {ARRAY_INDEX_ENV}")
+
+
+def _pick(items: tuple[Any, ...], number: int, what: str) -> Any:
+    if not 0 <= number < len(items):
+        raise SystemExit(f"{what} partition {number} does not exist; the manifest has {len(items)} (0..{len(items) - 1})")
+    return items[number]
+
+
+def _print_summary(summary: dict[str, Any], out_dir: str) -> None:
+    counts, cache, search = summary["counts"], summary["cache"], summary["search"]
+    lines = [
+        f"application      {summary['application']}  (model {summary['model_id']}, snapshot {summary['snapshot_date']})",
+        f"catalog rows     {counts['rows_read']} read, {counts['rows_accepted']} accepted, {counts['rows_rejected']} rejected, {counts['rows_out_of_scope']} out of scope",
+        f"partitions       {counts['catalog_partitions']} catalog, {counts['index_partitions']} index",
+        f"embedding cache  {cache['hits']} hits, {cache['misses']} computed",
+        f"search recall@{search['k']}  {search['recall_at_k']} against exact brute force on {search['sample_queries']} queries",
+        f"published        {counts['rows_published']} rows for {counts['queries']} queries ({counts['queries_short_of_k']} short of k)",
+        "seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["wall_seconds"].items()),
+        f"outputs          {out_dir}/similar_items.parquet, run_summary.json, rejects.csv; warehouse {summary['publish']['warehouse']}",
+    ]
+    print("\n".join(lines))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pss_ops.runner import run_pipeline
+
+    config = load_config(args.config)
+    summary = run_pipeline(
+        config,
+        catalog_uri=args.catalog,
+        out_dir=args.out,
+        categories=_categories(args.categories),
+        warehouse_url=args.warehouse_url or os.environ.get(WAREHOUSE_ENV),
+        snapshot_date=args.snapshot_date,
+        run_id=args.run_id,
+        full_refresh=args.full_refresh,
+    )
+    _print_summary(summary, args.out)
+    return 0
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    from pss_ops.steps import build_index, embed, plan, plan_index, post_filter, publish, query, report
+
+    if args.step == "plan":
+        from pss_ops.runner import default_cache_uri, new_run_id
+
+        config = load_config(args.config)
+        run_id = args.run_id or new_run_id()
+        ctx = plan.make_context(
+            config,
+            catalog_uri=args.catalog,
+            run_uri=args.run_uri,
+            snapshot_date=args.snapshot_date or dt.date.today(),
+            run_id=run_id,
+            cache_uri=args.cache_uri or default_cache_uri(config, args.run_uri),
+            categories=_categories(args.categories),
+            full_refresh=args.full_refresh,
+        )
+        print(plan.plan(ctx).model_dump_json())
+        return 0
+
+    ctx = RunContext.read(layout.context(args.run_uri))
+    catalog_plan = CatalogPlan.read(layout.plan_manifest(ctx.run_uri))
+    if args.step == "embed":
+        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
+        cache = open_cache(ctx.cache_uri)
+        try:
+            result: Any = embed.embed_partition(ctx, partition, cache)
+        finally:
+            cache.close()
+    elif args.step == "plan-index":
+        result = plan_index.plan_index(ctx, catalog_plan)
+    elif args.step == "build-index":
+        index_plan = IndexPlan.read(layout.index_plan_manifest(ctx.run_uri))
+        result = build_index.build_index(ctx, _pick(index_plan.partitions, _partition_number(args), "index"))
+    elif args.step == "query":
+        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
+        embedded = EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, partition.name))
+        result = query.query_partition(ctx, embedded, IndexPlan.read(layout.index_plan_manifest(ctx.run_uri)))
+    elif args.step == "post-filter":
+        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
+        result = post_filter.post_filter_partition(ctx, QueriedPartition.read(layout.query_manifest(ctx.run_uri, partition.name)))
+    elif args.step == "publish":
+        url = args.warehouse_url or os.environ.get(WAREHOUSE_ENV)
+        if not url:
+            raise SystemExit(f"pss step publish: give --warehouse-url or set {WAREHOUSE_ENV}")
+        result = publish.publish(ctx, catalog_plan, url)
+    elif args.step == "report":
+        print(json.dumps(report.report(ctx), indent=2, default=str))
+        return 0
+    else:  # pragma: no cover - argparse restricts choices
+        raise SystemExit(f"unknown step {args.step}")
+    print(result.model_dump_json())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pss_ops.evaluate import evaluate
+
+    ks = tuple(int(k) for k in args.k.split(","))
+    result = evaluate(args.pairs, args.truth, ks)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+STEPS = ("plan", "embed", "plan-index", "build-index", "query", "post-filter", "publish", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="pss", description="Product Similarity Service")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole pipeline in-process")
+    run.add_argument("--config", required=True, help="application config (YAML)")
+    run.add_argument("--catalog", required=True, help="catalog file (.csv, .csv.gz, .parquet), local or s3://")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--categories", help="comma-separated categories to (re)compute; default all")
+    run.add_argument("--warehouse-url", help=f"SQLAlchemy URL (default: SQLite in --out; env {WAREHOUSE_ENV})")
+    run.add_argument("--snapshot-date", type=_date, help="snapshot date (default: today)")
+    run.add_argument("--run-id", help="run id (default: generated)")
+    run.add_argument("--full-refresh", action="store_true", help="ignore cached embeddings")
+    run.set_defaults(func=cmd_run)
+
+    step = sub.add_parser("step", help="run one step from its manifest (the AWS Batch container command)")
+    step.add_argument("step", choices=STEPS)
+    step.add_argument("--run-uri", required=True, help="the run's directory or s3:// prefix")
+    step.add_argument("--partition", type=int, help=f"partition number (default: ${ARRAY_INDEX_ENV})")
+    step.add_argument("--config", help="plan only: application config")
+    step.add_argument("--catalog", help="plan only: catalog file")
+    step.add_argument("--categories", help="plan only: comma-separated categories")
+    step.add_argument("--snapshot-date", type=_date, help="plan only: snapshot date")
+    step.add_argument("--run-id", help="plan only: run id")
+    step.add_argument("--cache-uri", help="plan only: embedding cache")
+    step.add_argument("--full-refresh", action="store_true", help="plan only: ignore cached embeddings")
+    step.add_argument("--warehouse-url", help=f"publish only (env {WAREHOUSE_ENV})")
+    step.set_defaults(func=cmd_step)
+
+    evaluate = sub.add_parser("evaluate", help="recall@k of similar items over true match pairs")
+    evaluate.add_argument("--pairs", required=True, help="similar_items.parquet")
+    evaluate.add_argument("--truth", required=True, help="CSV with id_a,id_b true pairs")
+    evaluate.add_argument("--k", default="1,5,10", help="comma-separated cutoffs")
+    evaluate.add_argument("--json", action="store_true", help="also print one JSON line")
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pss` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "step" and args.step == "plan" and not (args.config and args.catalog):
+        raise SystemExit("pss step plan: --config and --catalog are required")
+    try:
+        return args.func(args)
+    except (ConfigError, CatalogError, FileNotFoundError, ValueError) as err:
+        print(f"pss: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

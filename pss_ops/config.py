@@ -1,0 +1,204 @@
+"""Application config: declared once, typed, validated; errors name the bad key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TEXT_MODELS = {"all-MiniLM-L6-v2": 384}
+VECTOR_COLUMNS = ("image_vector", "behavior_vector")
+# Columns the catalog contract gives a fixed meaning; anything else is a free attribute.
+RESERVED_COLUMNS = ("item_id", "title", "category", "description", "brand", "price", *VECTOR_COLUMNS)
+TEXT_FIELDS = ("title", "description", "brand")
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unreadable or invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextEmbeddingFeature(_Strict):
+    """Sentence-embedding of text fields (paper §3.1.1, title feature)."""
+
+    type: Literal["text_embedding"]
+    name: str = "title_embedding"
+    model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+    fields: tuple[Literal["title", "description", "brand"], ...] = ("title",)
+    weight: float = Field(1.0, gt=0)
+    batch_size: int = Field(64, ge=1, le=4096)
+    max_chars: int = Field(512, ge=16)
+
+    @property
+    def dim(self) -> int:
+        return TEXT_MODELS[self.model]
+
+
+class CharNgramFeature(_Strict):
+    """Hashed character n-grams: model numbers like 'PSLX350H' decide matches."""
+
+    type: Literal["char_ngram"]
+    name: str = "lexical"
+    fields: tuple[Literal["title", "description", "brand"], ...] = ("title",)
+    ngram_min: int = Field(3, ge=1, le=10)
+    ngram_max: int = Field(5, ge=1, le=10)
+    dims: int = Field(2048, ge=16, le=1 << 20)
+    weight: float = Field(1.0, gt=0)
+
+    @property
+    def dim(self) -> int:
+        return self.dims
+
+    @model_validator(mode="after")
+    def _ngram_order(self) -> CharNgramFeature:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError("ngram_min must not exceed ngram_max")
+        return self
+
+
+class PrecomputedVectorFeature(_Strict):
+    """A vector computed upstream (image or behaviour embedding) read from a catalog column."""
+
+    type: Literal["precomputed"]
+    name: str = ""
+    column: Literal["image_vector", "behavior_vector"]
+    dim: int = Field(ge=1, le=65536)
+    weight: float = Field(1.0, gt=0)
+
+
+Feature = Annotated[TextEmbeddingFeature | CharNgramFeature | PrecomputedVectorFeature, Field(discriminator="type")]
+
+
+class IndexConfig(_Strict):
+    """HNSW parameters and how many items one index partition holds."""
+
+    hnsw_m: int = Field(32, ge=4, le=256)
+    ef_construction: int = Field(200, ge=8)
+    ef_search: int = Field(128, ge=8)
+    partition_size: int = Field(1_000_000, ge=2)
+
+
+class CatalogConfig(_Strict):
+    """How the catalog is read, partitioned and policed."""
+
+    partition_size: int = Field(100_000, ge=1)
+    max_reject_fraction: float = Field(0.01, ge=0, le=1)
+    default_category: str = Field("uncategorized", min_length=1)
+
+
+class PostFilterConfig(_Strict):
+    """Attribute post-filters (paper §3.3) and the score floor."""
+
+    same: tuple[str, ...] = ()
+    different: tuple[str, ...] = ()
+    min_score: float = Field(-1.0, ge=-1, le=1)
+    # The filter runs after the search, so the search over-fetches k * this many candidates.
+    candidate_multiplier: int = Field(4, ge=1, le=100)
+    # Queries still short of k after filtering are searched again, deeper, up to this many candidates.
+    max_candidates: int = Field(1000, ge=1)
+
+    @field_validator("same", "different")
+    @classmethod
+    def _attribute_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name in ("item_id", "title", "description", *VECTOR_COLUMNS):
+                raise ValueError(f"{name!r} cannot be used as a post-filter attribute")
+        return value
+
+
+class CacheConfig(_Strict):
+    """Embedding cache backend; the default SQLite file lives in the output directory."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    uri: str | None = None
+
+
+class QualityConfig(_Strict):
+    """How many queries are checked against exact brute force for the summary's recall."""
+
+    recall_sample: int = Field(500, ge=0)
+    seed: int = 0
+
+
+class AppConfig(_Strict):
+    """One application's definition of 'similar' and how to compute it."""
+
+    application: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+    description: str = ""
+    features: tuple[Feature, ...] = Field(min_length=1)
+    k: int = Field(10, ge=1, le=1000)
+    scope: Literal["category", "global"] = "category"
+    index: IndexConfig = IndexConfig()
+    catalog: CatalogConfig = CatalogConfig()
+    post_filter: PostFilterConfig = PostFilterConfig()
+    cache: CacheConfig = CacheConfig()
+    quality: QualityConfig = QualityConfig()
+
+    @model_validator(mode="after")
+    def _unique_feature_names(self) -> AppConfig:
+        names = [feature_name(f) for f in self.features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"feature names must be unique, repeated: {', '.join(duplicated)}")
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Width of the compound embedding."""
+        return sum(f.dim for f in self.features)
+
+    @property
+    def filter_attributes(self) -> tuple[str, ...]:
+        """Attribute columns the post-filter compares, in a stable order."""
+        return tuple(dict.fromkeys((*self.post_filter.same, *self.post_filter.different)))
+
+    @property
+    def model_id(self) -> str:
+        """Content id of the compound embedding: changes when any feature or weight changes."""
+        spec = [f.model_dump(mode="json", exclude={"batch_size"}) for f in self.features]
+        digest = hashlib.sha256(json.dumps({"compound/v1": spec}, sort_keys=True).encode()).hexdigest()
+        return f"compound-{digest[:16]}"
+
+
+def feature_name(feature: TextEmbeddingFeature | CharNgramFeature | PrecomputedVectorFeature) -> str:
+    """A feature's display name, defaulting to its column for precomputed vectors."""
+    return feature.name or getattr(feature, "column", feature.type)
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"invalid config {source}:"]
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        lines.append(f"  key '{key}': {problem['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<dict>") -> AppConfig:
+    """Validate a config mapping; ConfigError names every bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: expected a mapping at the top level")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    return parse_config(data, str(path))

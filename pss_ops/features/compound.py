@@ -1,0 +1,69 @@
+"""The compound embedding: each feature L2-normalised, weighted, concatenated, then normalised."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pss_ops.config import AppConfig, CharNgramFeature, PrecomputedVectorFeature, TextEmbeddingFeature
+from pss_ops.features.lexical import char_ngram_vectors
+from pss_ops.features.text import encode_texts
+
+
+def feature_text(frame: pd.DataFrame, fields: tuple[str, ...], max_chars: int | None = None) -> list[str]:
+    """The text a feature reads: its fields joined by a space, NULLs skipped."""
+    columns = [frame[f].tolist() if f in frame.columns else [None] * len(frame) for f in fields]
+    texts = [" ".join(str(v) for v in values if v is not None and str(v).strip()) for values in zip(*columns)]
+    return [t[:max_chars] for t in texts] if max_chars else texts
+
+
+def input_columns(config: AppConfig) -> tuple[str, ...]:
+    """Catalog columns the embedding depends on; the cache hashes exactly these."""
+    columns: list[str] = []
+    for feature in config.features:
+        if isinstance(feature, PrecomputedVectorFeature):
+            columns.append(feature.column)
+        else:
+            columns.extend(feature.fields)
+    return tuple(dict.fromkeys(columns))
+
+
+def content_hashes(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
+    """A hash per row of the embedding's inputs, so a changed title is re-embedded."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.astype(np.float32).tobytes().hex()
+        return value
+
+    hashes = []
+    for values in zip(*(frame[c].tolist() if c in frame.columns else [None] * len(frame) for c in columns)):
+        payload = json.dumps([plain(v) for v in values], ensure_ascii=False, default=str)
+        hashes.append(hashlib.blake2b(payload.encode(), digest_size=16).hexdigest())
+    return hashes
+
+
+def _normalise(block: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    return np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
+
+
+def compound_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "cpu") -> np.ndarray:
+    """Embed rows with every configured feature and combine them into one unit vector per row."""
+    blocks = []
+    for feature in config.features:
+        if isinstance(feature, TextEmbeddingFeature):
+            texts = feature_text(frame, feature.fields, feature.max_chars)
+            block = encode_texts(texts, model=feature.model, batch_size=feature.batch_size, device=device)
+        elif isinstance(feature, CharNgramFeature):
+            texts = feature_text(frame, feature.fields)
+            block = char_ngram_vectors(texts, ngram_min=feature.ngram_min, ngram_max=feature.ngram_max, dims=feature.dims)
+        else:
+            block = np.stack(frame[feature.column].tolist()).astype(np.float32) if len(frame) else np.zeros((0, feature.dim), np.float32)
+        blocks.append(_normalise(block) * np.float32(feature.weight))
+    combined = np.hstack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
+    return np.ascontiguousarray(_normalise(combined), dtype=np.float32)

@@ -1,0 +1,29 @@
+"""Hashed character n-grams: a stateless lexical feature, so model numbers like 'PSLX350H' count."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+
+
+def char_ngram_vectors(texts: Sequence[str], *, ngram_min: int, ngram_max: int, dims: int) -> np.ndarray:
+    """Sublinear-tf hashed n-gram counts, L2-normalised, as dense float32 rows."""
+    # Hashing (not a fitted vocabulary or IDF) keeps each item's vector independent of the
+    # rest of the catalog, which is what lets the embedding cache key on the item alone.
+    vectorizer = HashingVectorizer(
+        analyzer="char",
+        ngram_range=(ngram_min, ngram_max),
+        n_features=dims,
+        alternate_sign=False,
+        norm=None,
+        lowercase=True,
+        dtype=np.float32,
+    )
+    counts = vectorizer.transform(list(texts)).tocsr()
+    counts.data = 1.0 + np.log(counts.data)
+    dense = counts.toarray().astype(np.float32, copy=False)
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    np.divide(dense, norms, out=dense, where=norms > 0)
+    return dense

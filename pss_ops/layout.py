@@ -1,0 +1,73 @@
+"""Where each step's artifacts live under a run URI; names derive from partition names."""
+
+from __future__ import annotations
+
+from pss_ops import storage
+
+
+def context(run_uri: str) -> str:
+    return storage.join(run_uri, "run.json")
+
+
+def plan_manifest(run_uri: str) -> str:
+    return storage.join(run_uri, "plan", "manifest.json")
+
+
+def catalog_partition(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "plan", "partitions", f"{name}.parquet")
+
+
+def rejects(run_uri: str) -> str:
+    return storage.join(run_uri, "plan", "rejects.csv")
+
+
+def embedded(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "embed", f"{name}.parquet")
+
+
+def embed_manifest(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "embed", f"{name}.json")
+
+
+def index_plan_manifest(run_uri: str) -> str:
+    return storage.join(run_uri, "index_plan", "manifest.json")
+
+
+def index_file(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "index", f"{name}.faiss")
+
+
+def index_ids(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "index", f"{name}.ids.parquet")
+
+
+def index_manifest(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "index", f"{name}.json")
+
+
+def query_result(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "query", f"{name}.parquet")
+
+
+def query_manifest(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "query", f"{name}.json")
+
+
+def filtered(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "post_filter", f"{name}.parquet")
+
+
+def filter_manifest(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "post_filter", f"{name}.json")
+
+
+def publish_manifest(run_uri: str) -> str:
+    return storage.join(run_uri, "publish", "manifest.json")
+
+
+def similar_items(run_uri: str) -> str:
+    return storage.join(run_uri, "publish", "similar_items.parquet")
+
+
+def run_summary(run_uri: str) -> str:
+    return storage.join(run_uri, "report", "run_summary.json")

@@ -1,0 +1,164 @@
+"""Typed, immutable records passed between steps, serialised to JSON (paper §4.2.2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from pss_ops import storage
+from pss_ops.config import AppConfig
+
+M = TypeVar("M", bound="Manifest")
+
+
+class Manifest(BaseModel):
+    """Base: frozen, extra keys rejected, read and written through the URI layer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def write(self, uri: str) -> None:
+        """Write atomically; callers write the manifest after the data it points to."""
+        storage.write_json(uri, self.model_dump(mode="json"))
+
+    @classmethod
+    def read(cls: type[M], uri: str) -> M:
+        """Read and validate a manifest."""
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"manifest not found: {uri} (has the previous step finished?)")
+        return cls.model_validate(storage.read_json(uri))
+
+
+class RunContext(Manifest):
+    """What one run is: written first by plan, read by every later step."""
+
+    application: str
+    snapshot_date: dt.date
+    run_id: str
+    run_uri: str
+    catalog_uri: str
+    categories: tuple[str, ...] | None
+    full_refresh: bool
+    cache_uri: str
+    model_id: str
+    config: AppConfig
+
+
+class CatalogPartition(Manifest):
+    """One slice of the accepted catalog: the unit of embedding and of querying."""
+
+    name: str
+    uri: str
+    scope: str
+    rows: int
+
+
+class CatalogPlan(Manifest):
+    """Output of plan: the partitions, the rejects and the counts."""
+
+    partitions: tuple[CatalogPartition, ...]
+    categories: tuple[str, ...]
+    rows_read: int
+    rows_accepted: int
+    rows_rejected: int
+    rows_out_of_scope: int
+    reject_reasons: dict[str, int]
+    rejects_uri: str
+    seconds: float
+
+
+class EmbeddedPartition(Manifest):
+    """Output of embed for one partition."""
+
+    name: str
+    scope: str
+    uri: str
+    rows: int
+    dim: int
+    model_id: str
+    cache_hits: int
+    cache_misses: int
+    seconds: float
+
+
+class RowSlice(Manifest):
+    """Rows [start, stop) of one embedded partition."""
+
+    uri: str
+    start: int
+    stop: int
+
+
+class IndexPartition(Manifest):
+    """One HNSW index to build: the slices of embedded partitions it covers."""
+
+    number: int
+    name: str
+    scope: str
+    rows: int
+    slices: tuple[RowSlice, ...]
+
+
+class IndexPlan(Manifest):
+    """Output of plan_index: which index partitions serve which scope."""
+
+    dim: int
+    partitions: tuple[IndexPartition, ...]
+    seconds: float
+
+    def for_scope(self, scope: str) -> tuple[IndexPartition, ...]:
+        """Index partitions a query in this scope must search."""
+        return tuple(p for p in self.partitions if p.scope == scope)
+
+
+class BuiltIndex(Manifest):
+    """Output of build_index for one index partition."""
+
+    number: int
+    name: str
+    scope: str
+    index_uri: str
+    ids_uri: str
+    rows: int
+    hnsw_m: int
+    ef_construction: int
+    seconds: float
+
+
+class QueriedPartition(Manifest):
+    """Output of query for one query partition: the merged top candidates, before filtering."""
+
+    name: str
+    scope: str
+    uri: str
+    queries: int
+    candidates_per_query: int
+    search_rounds: int
+    queries_searched_deeper: int
+    index_partitions_searched: int
+    seconds: float
+
+
+class FilteredPartition(Manifest):
+    """Output of post_filter for one query partition: ranked final rows."""
+
+    name: str
+    uri: str
+    rows: int
+    queries: int
+    queries_short_of_k: int
+    candidates_removed: dict[str, int]
+    seconds: float
+
+
+class PublishResult(Manifest):
+    """Output of publish."""
+
+    parquet_uri: str
+    warehouse: str
+    table: str
+    categories: tuple[str, ...]
+    rows: int
+    rows_replaced: int
+    seconds: float

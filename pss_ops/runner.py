@@ -1,0 +1,106 @@
+"""`pss run`: every step in-process, in order, over every partition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import sys
+import time
+from typing import Any, Callable
+
+from pss_ops import layout, storage
+from pss_ops.cache import open_cache
+from pss_ops.config import AppConfig
+from pss_ops.manifests import RunContext
+from pss_ops.steps.build_index import build_index
+from pss_ops.steps.embed import embed_partition
+from pss_ops.steps.plan import make_context, plan
+from pss_ops.steps.plan_index import plan_index
+from pss_ops.steps.post_filter import post_filter_partition
+from pss_ops.steps.publish import publish
+from pss_ops.steps.query import query_partition
+from pss_ops.steps.report import report
+from pss_ops.warehouse import default_warehouse_url
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A sortable, unique run id."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"run-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def default_cache_uri(config: AppConfig, out_dir: str) -> str:
+    """The cache the config names, else a SQLite file shared by every run in out_dir."""
+    return config.cache.uri or storage.join(storage.absolute(out_dir), "cache", "embeddings.sqlite")
+
+
+def run_pipeline(
+    config: AppConfig,
+    *,
+    catalog_uri: str,
+    out_dir: str,
+    categories: tuple[str, ...] | None = None,
+    warehouse_url: str | None = None,
+    snapshot_date: dt.date | None = None,
+    run_id: str | None = None,
+    full_refresh: bool = False,
+    progress: Progress = _stderr,
+) -> dict[str, Any]:
+    """Run plan → embed → plan_index → build_index → query → post_filter → publish → report."""
+    out_dir = storage.absolute(out_dir)
+    run_id = run_id or new_run_id()
+    ctx: RunContext = make_context(
+        config,
+        catalog_uri=catalog_uri,
+        run_uri=storage.join(out_dir, "runs", run_id),
+        snapshot_date=snapshot_date or dt.date.today(),
+        run_id=run_id,
+        cache_uri=default_cache_uri(config, out_dir),
+        categories=categories,
+        full_refresh=full_refresh,
+    )
+    warehouse_url = warehouse_url or default_warehouse_url(out_dir)
+    wall: dict[str, float] = {}
+
+    def stage(name: str, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
+        started = time.perf_counter()
+        results = []
+        for number, item in enumerate(items, start=1):
+            results.append(work(item))
+            progress(f"[{name}] {number}/{len(items)} {getattr(item, 'name', '')}".rstrip())
+        wall[name] = round(time.perf_counter() - started, 3)
+        return results
+
+    progress(f"run {run_id}: application {config.application}, model {ctx.model_id}, run dir {ctx.run_uri}")
+    catalog_plan = stage("plan", [None], lambda _: plan(ctx))[0]
+    progress(
+        f"[plan] {catalog_plan.rows_accepted} of {catalog_plan.rows_read} rows accepted, "
+        f"{catalog_plan.rows_rejected} rejected, {len(catalog_plan.partitions)} partitions"
+    )
+    cache = open_cache(ctx.cache_uri)
+    try:
+        embedded = stage("embed", list(catalog_plan.partitions), lambda p: embed_partition(ctx, p, cache))
+    finally:
+        cache.close()
+    index_plan = stage("plan_index", [None], lambda _: plan_index(ctx, catalog_plan))[0]
+    stage("build_index", list(index_plan.partitions), lambda p: build_index(ctx, p))
+    queried = stage("query", embedded, lambda p: query_partition(ctx, p, index_plan))
+    stage("post_filter", queried, lambda q: post_filter_partition(ctx, q))
+    stage("publish", [None], lambda _: publish(ctx, catalog_plan, warehouse_url))
+    summary = stage("report", [None], lambda _: report(ctx, wall_seconds=wall))[0]
+    summary["wall_seconds"] = wall
+
+    # The run directory keeps everything; the top level of out_dir shows the latest run.
+    storage.write_bytes(storage.join(out_dir, "similar_items.parquet"), storage.read_bytes(layout.similar_items(ctx.run_uri)))
+    storage.write_bytes(storage.join(out_dir, "rejects.csv"), storage.read_bytes(catalog_plan.rejects_uri))
+    storage.write_json(storage.join(out_dir, "run_summary.json"), summary)
+    return summary

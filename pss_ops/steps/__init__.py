@@ -1,0 +1,1 @@
+"""Pipeline steps: plan, embed, plan_index, build_index, query, post_filter, publish, report."""

@@ -1,0 +1,55 @@
+"""Step 4, build_index: one faiss HNSW index per index partition, plus its id table."""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from pss_ops import layout, storage
+from pss_ops.manifests import BuiltIndex, IndexPartition, RunContext
+from pss_ops.steps.embed import read_vectors
+from pss_ops.timing import timed
+
+log = logging.getLogger(__name__)
+
+
+def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
+    """Build, serialise and write the index and its ids; the manifest is written last."""
+    params = ctx.config.index
+    with timed(f"build_index {partition.name}") as timer:
+        tables, blocks = [], []
+        for piece in partition.slices:
+            ids, vectors = read_vectors(piece.uri, piece.start, piece.stop)
+            tables.append(ids)
+            blocks.append(vectors)
+        vectors = np.vstack(blocks)
+        # Vectors are unit length, so inner product is the cosine similarity.
+        index = faiss.IndexHNSWFlat(vectors.shape[1], params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.add(vectors)
+        index_uri = layout.index_file(ctx.run_uri, partition.name)
+        ids_uri = layout.index_ids(ctx.run_uri, partition.name)
+        storage.write_parquet(ids_uri, pa.concat_tables(tables))
+        storage.write_bytes(index_uri, faiss.serialize_index(index).tobytes())
+    result = BuiltIndex(
+        number=partition.number,
+        name=partition.name,
+        scope=partition.scope,
+        index_uri=index_uri,
+        ids_uri=ids_uri,
+        rows=int(index.ntotal),
+        hnsw_m=params.hnsw_m,
+        ef_construction=params.ef_construction,
+        seconds=timer.seconds,
+    )
+    result.write(layout.index_manifest(ctx.run_uri, partition.name))
+    log.info("build_index %s: %d vectors in %.1fs", partition.name, result.rows, result.seconds)
+    return result
+
+
+def load_index(built: BuiltIndex) -> faiss.Index:
+    """Deserialise an index written by build_index."""
+    return faiss.deserialize_index(np.frombuffer(storage.read_bytes(built.index_uri), dtype=np.uint8))

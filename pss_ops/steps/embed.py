@@ -1,0 +1,64 @@
+"""Step 2, embed: compound vectors for one catalog partition, through the embedding cache."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from pss_ops import layout, storage
+from pss_ops.cache import EmbeddingCache
+from pss_ops.features.compound import compound_vectors, content_hashes, input_columns
+from pss_ops.manifests import CatalogPartition, EmbeddedPartition, RunContext
+from pss_ops.timing import timed
+
+log = logging.getLogger(__name__)
+
+
+def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: EmbeddingCache, *, device: str = "cpu") -> EmbeddedPartition:
+    """Embed the cache misses, reuse the hits, write item ids + attributes + vectors."""
+    config = ctx.config
+    keep = ["item_id", "category", *[a for a in config.filter_attributes if a != "category"]]
+    with timed(f"embed {partition.name}") as timer:
+        frame = storage.read_parquet(partition.uri).to_pandas()
+        hashes = content_hashes(frame, input_columns(config))
+        keys = list(zip(frame["item_id"].tolist(), hashes))
+        hits = {} if ctx.full_refresh else cache.get_many(ctx.model_id, keys)
+        vectors = np.zeros((len(frame), config.dim), dtype=np.float32)
+        missing = [i for i, key in enumerate(keys) if key not in hits]
+        for i, key in enumerate(keys):
+            if key in hits:
+                vectors[i] = hits[key]
+        if missing:
+            fresh = compound_vectors(frame.iloc[missing].reset_index(drop=True), config, device=device)
+            vectors[missing] = fresh
+            cache.put_many(ctx.model_id, ((keys[i][0], keys[i][1], fresh[j]) for j, i in enumerate(missing)))
+        columns = {c: pa.array(frame[c].tolist(), pa.string()) for c in keep}
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), config.dim)
+        uri = layout.embedded(ctx.run_uri, partition.name)
+        storage.write_parquet(uri, pa.table(columns))
+    result = EmbeddedPartition(
+        name=partition.name,
+        scope=partition.scope,
+        uri=uri,
+        rows=len(frame),
+        dim=config.dim,
+        model_id=ctx.model_id,
+        cache_hits=len(keys) - len(missing),
+        cache_misses=len(missing),
+        seconds=timer.seconds,
+    )
+    result.write(layout.embed_manifest(ctx.run_uri, partition.name))
+    log.info("embed %s: %d rows, %d cache hits, %d computed", partition.name, result.rows, result.cache_hits, result.cache_misses)
+    return result
+
+
+def read_vectors(uri: str, start: int = 0, stop: int | None = None) -> tuple[pa.Table, np.ndarray]:
+    """An embedded partition's id/attribute columns and its vectors as a float32 matrix."""
+    table = storage.read_parquet(uri)
+    table = table.slice(start, (stop if stop is not None else table.num_rows) - start)
+    column = table.column("vector").combine_chunks()
+    dim = column.type.list_size
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    return table.drop_columns(["vector"]), np.ascontiguousarray(vectors)

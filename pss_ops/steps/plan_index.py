@@ -1,0 +1,59 @@
+"""Step 3, plan_index: group embedded rows of each scope into balanced index partitions."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from pss_ops import layout
+from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, RowSlice, RunContext
+from pss_ops.timing import timed
+
+log = logging.getLogger(__name__)
+
+
+def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list[RowSlice]]:
+    total = sum(p.rows for p in parts)
+    count = max(1, math.ceil(total / max_rows))
+    # Equal sizes rather than full-then-remainder, so no index partition is a tiny straggler.
+    target = math.ceil(total / count)
+    groups: list[list[RowSlice]] = [[]]
+    room = target
+    for part in parts:
+        start = 0
+        while start < part.rows:
+            if room == 0:
+                groups.append([])
+                room = target
+            stop = min(part.rows, start + room)
+            groups[-1].append(RowSlice(uri=part.uri, start=start, stop=stop))
+            room -= stop - start
+            start = stop
+    return [g for g in groups if g]
+
+
+def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
+    """Read every embed manifest (all must exist) and plan the index partitions per scope."""
+    with timed("plan_index") as timer:
+        embedded = [EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, p.name)) for p in catalog_plan.partitions]
+        stale = [e.name for e in embedded if e.model_id != ctx.model_id]
+        if stale:
+            raise ValueError(f"embedded partitions {stale} were made with another model than {ctx.model_id}")
+        partitions: list[IndexPartition] = []
+        for scope in sorted({e.scope for e in embedded}):
+            members = [e for e in embedded if e.scope == scope]
+            for slices in _balanced_slices(members, ctx.config.index.partition_size):
+                number = len(partitions)
+                partitions.append(
+                    IndexPartition(
+                        number=number,
+                        name=f"index-{number:05d}",
+                        scope=scope,
+                        rows=sum(s.stop - s.start for s in slices),
+                        slices=tuple(slices),
+                    )
+                )
+    result = IndexPlan(dim=ctx.config.dim, partitions=tuple(partitions), seconds=timer.seconds)
+    result.write(layout.index_plan_manifest(ctx.run_uri))
+    log.info("plan_index: %d index partitions over %d scopes", len(partitions), len({p.scope for p in partitions}))
+    return result

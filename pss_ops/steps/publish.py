@@ -1,0 +1,55 @@
+"""Step 7, publish: one Parquet of the run's rows, and a per-category replace in the warehouse."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from pss_ops import layout, storage
+from pss_ops.manifests import CatalogPlan, FilteredPartition, PublishResult, RunContext
+from pss_ops.timing import timed
+from pss_ops.warehouse import publish_similar_items, redact_url
+
+log = logging.getLogger(__name__)
+
+SIMILAR_ITEMS_SCHEMA = pa.schema(
+    [
+        ("application", pa.string()),
+        ("snapshot_date", pa.date32()),
+        ("category", pa.string()),
+        ("query_item_id", pa.string()),
+        ("candidate_item_id", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("run_id", pa.string()),
+    ]
+)
+
+
+def publish(ctx: RunContext, catalog_plan: CatalogPlan, warehouse_url: str) -> PublishResult:
+    """Publish every filtered partition; all must exist, or nothing is published."""
+    with timed("publish") as timer:
+        # Read every manifest first: a missing partition fails here, before the warehouse is touched.
+        filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in catalog_plan.partitions]
+        parquet_uri = layout.similar_items(ctx.run_uri)
+        rows = storage.write_parquet_batches(parquet_uri, SIMILAR_ITEMS_SCHEMA, (storage.read_parquet(f.uri) for f in filtered))
+        stats = publish_similar_items(
+            warehouse_url,
+            application=ctx.application,
+            snapshot_date=ctx.snapshot_date,
+            categories=catalog_plan.categories,
+            batches=(batch for f in filtered for batch in storage.read_parquet(f.uri).to_batches(max_chunksize=50_000)),
+        )
+    result = PublishResult(
+        parquet_uri=parquet_uri,
+        warehouse=redact_url(warehouse_url),
+        table=stats.table,
+        categories=tuple(stats.categories),
+        rows=rows,
+        rows_replaced=stats.rows_deleted,
+        seconds=timer.seconds,
+    )
+    result.write(layout.publish_manifest(ctx.run_uri))
+    log.info("publish: %d rows to %s (%s), replaced %d", rows, result.warehouse, result.table, stats.rows_deleted)
+    return result

@@ -1,0 +1,93 @@
+"""Step 8, report: the run summary with counts, time per step, rejects, cache and search recall."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pss_ops import layout, storage
+from pss_ops.manifests import (
+    BuiltIndex,
+    CatalogPlan,
+    EmbeddedPartition,
+    FilteredPartition,
+    IndexPlan,
+    PublishResult,
+    QueriedPartition,
+    RunContext,
+)
+from pss_ops.quality import sampled_recall
+from pss_ops.timing import timed
+
+log = logging.getLogger(__name__)
+
+
+def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Gather every manifest of the run into run_summary.json and return it."""
+    with timed("report"):
+        plan = CatalogPlan.read(layout.plan_manifest(ctx.run_uri))
+        embedded = [EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
+        index_plan = IndexPlan.read(layout.index_plan_manifest(ctx.run_uri))
+        built = [BuiltIndex.read(layout.index_manifest(ctx.run_uri, p.name)) for p in index_plan.partitions]
+        queried = [QueriedPartition.read(layout.query_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
+        filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
+        published = PublishResult.read(layout.publish_manifest(ctx.run_uri))
+        quality = sampled_recall(ctx, embedded, queried)
+
+    removed: dict[str, int] = {}
+    for f in filtered:
+        for rule, count in f.candidates_removed.items():
+            removed[rule] = removed.get(rule, 0) + count
+    summary: dict[str, Any] = {
+        "application": ctx.application,
+        "snapshot_date": ctx.snapshot_date.isoformat(),
+        "run_id": ctx.run_id,
+        "model_id": ctx.model_id,
+        "catalog": ctx.catalog_uri,
+        "run_uri": ctx.run_uri,
+        "categories": list(plan.categories),
+        "counts": {
+            "rows_read": plan.rows_read,
+            "rows_accepted": plan.rows_accepted,
+            "rows_rejected": plan.rows_rejected,
+            "rows_out_of_scope": plan.rows_out_of_scope,
+            "catalog_partitions": len(plan.partitions),
+            "index_partitions": len(built),
+            "queries": sum(q.queries for q in queried),
+            "rows_published": published.rows,
+            "queries_short_of_k": sum(f.queries_short_of_k for f in filtered),
+        },
+        "rejects": {
+            "count": plan.rows_rejected,
+            "fraction": round(plan.rows_rejected / plan.rows_read, 6) if plan.rows_read else 0.0,
+            "reasons": plan.reject_reasons,
+            "file": plan.rejects_uri,
+        },
+        "cache": {
+            "uri": ctx.cache_uri,
+            "full_refresh": ctx.full_refresh,
+            "hits": sum(e.cache_hits for e in embedded),
+            "misses": sum(e.cache_misses for e in embedded),
+        },
+        "search": {
+            **quality,
+            "index": ctx.config.index.model_dump(),
+            "candidates_per_query": queried[0].candidates_per_query if queried else 0,
+            "queries_searched_deeper": sum(q.queries_searched_deeper for q in queried),
+        },
+        "post_filter": {"candidates_removed": removed, **ctx.config.post_filter.model_dump(mode="json")},
+        "publish": published.model_dump(mode="json"),
+        "step_seconds": {
+            "plan": plan.seconds,
+            "embed": round(sum(e.seconds for e in embedded), 3),
+            "plan_index": index_plan.seconds,
+            "build_index": round(sum(b.seconds for b in built), 3),
+            "query": round(sum(q.seconds for q in queried), 3),
+            "post_filter": round(sum(f.seconds for f in filtered), 3),
+            "publish": published.seconds,
+        },
+    }
+    if wall_seconds:
+        summary["wall_seconds"] = wall_seconds
+    storage.write_json(layout.run_summary(ctx.run_uri), summary)
+    return summary

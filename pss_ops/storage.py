@@ -1,0 +1,180 @@
+"""One URI layer for local paths and s3:// objects; every write is atomic."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_s3_client: Any = None
+
+
+def set_s3_client(client: Any) -> None:
+    """Inject the boto3 S3 client (endpoint, credentials) used for s3:// URIs."""
+    global _s3_client
+    _s3_client = client
+
+
+def _s3() -> Any:
+    global _s3_client
+    if _s3_client is None:
+        import boto3
+
+        # AWS_ENDPOINT_URL is honoured by boto3 itself; nothing is read at import time.
+        _s3_client = boto3.client("s3")
+    return _s3_client
+
+
+def is_s3(uri: str) -> bool:
+    """True for s3:// URIs."""
+    return uri.startswith("s3://")
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with '/' for s3 and the OS separator for local paths."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(Path(base, *parts))
+
+
+def absolute(uri: str) -> str:
+    """Make a local path absolute; s3 URIs are returned unchanged."""
+    return uri if is_s3(uri) else str(Path(uri).expanduser().resolve())
+
+
+def exists(uri: str) -> bool:
+    """True when an object or file exists at the URI."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        try:
+            _s3().head_object(Bucket=bucket, Key=key)
+            return True
+        except Exception as err:  # botocore ClientError 404, kept generic so boto3 stays optional
+            if getattr(err, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return Path(uri).exists()
+
+
+def read_bytes(uri: str) -> bytes:
+    """Read a whole object or file."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(uri).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically: a single PUT on S3, a temp file then os.replace locally."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        _s3().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_text(uri: str) -> str:
+    """Read a UTF-8 text object."""
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a UTF-8 text object atomically."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_json(uri: str) -> Any:
+    """Read a JSON document."""
+    return json.loads(read_bytes(uri))
+
+
+def write_json(uri: str, payload: Any) -> None:
+    """Write a JSON document atomically, keys sorted so reruns are byte-identical."""
+    write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    """Write a Parquet file atomically."""
+    if is_s3(uri):
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        write_bytes(uri, sink.getvalue())
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def open_parquet(uri: str) -> pq.ParquetFile:
+    """Open a Parquet file for streaming by row group."""
+    if is_s3(uri):
+        return pq.ParquetFile(pa.BufferReader(read_bytes(uri)))
+    return pq.ParquetFile(uri)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a whole Parquet file (one partition; never a whole catalog)."""
+    return open_parquet(uri).read(columns=columns)
+
+
+def local_copy(uri: str, directory: str) -> str:
+    """Return a local path for the URI, downloading s3 objects into directory."""
+    if not is_s3(uri):
+        return uri
+    _, key = _split_s3(uri)
+    target = Path(directory, Path(key).name)
+    target.write_bytes(read_bytes(uri))
+    return str(target)
+
+
+def write_parquet_batches(uri: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> int:
+    """Stream tables into one Parquet file, made visible atomically at the end; returns rows."""
+    rows = 0
+    target = Path(uri) if not is_s3(uri) else None
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = target.parent if target is not None else None
+    fd, tmp = tempfile.mkstemp(prefix=".parts.", suffix=".parquet.tmp", dir=tmp_dir)
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for table in tables:
+                writer.write_table(table.select(schema.names).cast(schema))
+                rows += table.num_rows
+        if target is not None:
+            os.replace(tmp, target)
+        else:
+            write_bytes(uri, Path(tmp).read_bytes())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return rows

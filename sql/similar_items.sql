@@ -1,0 +1,21 @@
+-- similar_items: the published result of PSS, one row per (query item, rank).
+-- Each row says: in this application's catalog snapshot, within this category,
+-- candidate_item_id is the rank-th most similar item to query_item_id (higher score = more similar).
+-- run_id names the pipeline run that produced the row.
+-- Portable DDL: runs unchanged on SQLite and PostgreSQL 15.
+
+CREATE TABLE IF NOT EXISTS similar_items (
+    application       TEXT             NOT NULL,
+    snapshot_date     DATE             NOT NULL,
+    category          TEXT             NOT NULL,
+    query_item_id     TEXT             NOT NULL,
+    candidate_item_id TEXT             NOT NULL,
+    rank              INTEGER          NOT NULL,
+    score             DOUBLE PRECISION NOT NULL,
+    run_id            TEXT             NOT NULL,
+    PRIMARY KEY (application, snapshot_date, category, query_item_id, rank)
+);
+
+-- Reverse lookups: "which items list X as similar?"
+CREATE INDEX IF NOT EXISTS similar_items_candidate_idx
+    ON similar_items (application, snapshot_date, candidate_item_id);

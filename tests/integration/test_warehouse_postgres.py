@@ -1,0 +1,200 @@
+"""PostgreSQL tests for the warehouse publishing layer (needs the server on 127.0.0.1:5432)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from pss_ops.warehouse import SIMILAR_ITEMS_COLUMNS, PublishStats, publish_similar_items
+
+pytestmark = pytest.mark.postgres
+
+SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+APP = "amazon_electronics"
+DAY = datetime.date(2024, 5, 1)
+NEXT_DAY = datetime.date(2024, 5, 2)
+RUN = "run-20240501-0001"
+
+HEADPHONES = [
+    ("headphones", "B0863TXGM3", "B0756CYWWD", 1, 0.9412),
+    ("headphones", "B0863TXGM3", "B07G4MNFS1", 2, 0.9035),
+    ("headphones", "B0756CYWWD", "B0863TXGM3", 1, 0.9412),
+]
+CHARGERS = [
+    ("chargers", "B07DFX63KH", "B08L5M9BTJ", 1, 0.8871),
+    ("chargers", "B08L5M9BTJ", "B07DFX63KH", 1, 0.8871),
+]
+
+
+@pytest.fixture
+def schema_url() -> Iterator[tuple[str, str]]:
+    """A fresh schema and a URL whose search_path points at it; the schema is dropped afterwards."""
+    schema = f"pss_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(SERVER_URL)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        yield schema, f"{SERVER_URL}?options=-csearch_path%3D{schema}"
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        admin.dispose()
+
+
+def make_batch(rows: list[tuple[str, str, str, int, float]], *, day: datetime.date | str = DAY) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "application": [APP] * len(rows),
+            "snapshot_date": pa.array([day] * len(rows)),
+            "category": [r[0] for r in rows],
+            "query_item_id": [r[1] for r in rows],
+            "candidate_item_id": [r[2] for r in rows],
+            "rank": pa.array([r[3] for r in rows], pa.int32()),
+            "score": [r[4] for r in rows],
+            "run_id": [RUN] * len(rows),
+        }
+    )
+
+
+def expected(rows: list[tuple[str, str, str, int, float]], day: datetime.date = DAY) -> list[tuple[Any, ...]]:
+    return sorted((APP, day, c, q, cand, rank, score, RUN) for c, q, cand, rank, score in rows)
+
+
+def read_rows(url: str, relation: str = "similar_items") -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            result = conn.exec_driver_sql(
+                f"SELECT {', '.join(SIMILAR_ITEMS_COLUMNS)} FROM {relation} "
+                "ORDER BY application, snapshot_date, category, query_item_id, rank"
+            )
+            return [tuple(row) for row in result]
+    finally:
+        engine.dispose()
+
+
+def publish(url: str, categories: list[str], *batches: pa.RecordBatch, day: datetime.date = DAY) -> PublishStats:
+    return publish_similar_items(url, application=APP, snapshot_date=day, categories=categories, batches=batches)
+
+
+def test_publish_creates_schema_objects_in_search_path_schema(schema_url: tuple[str, str]) -> None:
+    schema, url = schema_url
+
+    stats = publish(url, ["headphones", "chargers"], make_batch(HEADPHONES), make_batch(CHARGERS, day="2024-05-01"))
+
+    assert read_rows(url) == expected(HEADPHONES + CHARGERS)
+    assert (stats.rows_deleted, stats.rows_inserted) == (0, 5)
+    engine = sa.create_engine(SERVER_URL)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'similar_items%'"
+                        " AND table_schema = :schema ORDER BY table_name"),
+                {"schema": schema},
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in found] == [(schema, "similar_items"), (schema, "similar_items_latest")]
+
+
+def test_republish_is_idempotent_and_replaces_only_its_slice(schema_url: tuple[str, str]) -> None:
+    _, url = schema_url
+    publish(url, ["headphones", "chargers"], make_batch(HEADPHONES + CHARGERS))
+    publish(url, ["headphones", "chargers"], make_batch(HEADPHONES + CHARGERS))
+    assert read_rows(url) == expected(HEADPHONES + CHARGERS)
+
+    publish(url, ["headphones"], make_batch(HEADPHONES, day=NEXT_DAY), day=NEXT_DAY)
+    changed = [("headphones", "B0863TXGM3", "B09JB8KPNW", 1, 0.9607)]
+    stats = publish(url, ["headphones"], make_batch(changed))
+
+    assert stats.rows_deleted == 3
+    assert read_rows(url) == sorted(expected(changed + CHARGERS) + expected(HEADPHONES, day=NEXT_DAY))
+    assert read_rows(url, "similar_items_latest") == expected(HEADPHONES, day=NEXT_DAY)
+
+
+def test_invalid_row_rolls_back_everything(schema_url: tuple[str, str]) -> None:
+    _, url = schema_url
+    publish(url, ["headphones", "chargers"], make_batch(HEADPHONES + CHARGERS))
+    before = read_rows(url)
+    stray = [("laptops", "B0BSHF7WHW", "B0B3C3YH7Q", 1, 0.7712)]
+
+    with pytest.raises(ValueError, match=r"category='laptops'.*B0BSHF7WHW"):
+        publish(url, ["headphones"], make_batch(HEADPHONES[:1]), make_batch(HEADPHONES[1:] + stray))
+    with pytest.raises(ValueError, match="missing column.*candidate_item_id"):
+        publish(url, ["chargers"], make_batch(CHARGERS).drop_columns(["candidate_item_id"]))
+
+    assert read_rows(url) == before
+
+
+def test_bulk_path_uses_copy_not_insert(schema_url: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, url = schema_url
+    copies: list[str] = []
+    statements: list[str] = []
+    original_copy = psycopg.Cursor.copy
+
+    def spy_copy(self: psycopg.Cursor[Any], statement: Any, *args: Any, **kwargs: Any) -> Any:
+        copies.append(str(statement))
+        return original_copy(self, statement, *args, **kwargs)
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", spy_copy)
+    rows = [("headphones", f"B0{q:08d}", f"B1{q * 7 + r:08d}", r, 1.0 - r / 100) for q in range(1000) for r in range(1, 6)]
+    sa.event.listen(sa.Engine, "before_cursor_execute", on_execute)
+    try:
+        stats = publish(url, ["headphones"], make_batch(rows[:2500]), make_batch(rows[2500:]))
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", on_execute)
+
+    assert stats.rows_inserted == 5000
+    assert len(read_rows(url)) == 5000
+    assert copies and all(c.startswith("COPY similar_items (") for c in copies)
+    assert any(re.search(r"^\s*DELETE FROM similar_items\b", s) for s in statements)  # the spy does see our statements
+    assert not [s for s in statements if re.search(r"\bINSERT\s+INTO\s+similar_items\b", s, re.IGNORECASE)]
+
+
+def test_concurrent_reader_sees_old_rows_until_commit(schema_url: tuple[str, str]) -> None:
+    _, url = schema_url
+    publish(url, ["headphones"], make_batch(HEADPHONES))
+    new_rows = [("headphones", f"B0{q:08d}", "B0863TXGM3", 1, 0.5) for q in range(10)]
+    written = threading.Event()
+    reader_checked = threading.Event()
+    errors: list[BaseException] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield make_batch(new_rows[:5])
+        written.set()  # DELETE and the first COPY are done, the transaction is still open
+        assert reader_checked.wait(30), "reader never checked"
+        yield make_batch(new_rows[5:])
+
+    def run() -> None:
+        try:
+            publish_similar_items(url, application=APP, snapshot_date=DAY, categories=["headphones"], batches=batches())
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+            written.set()
+
+    publisher = threading.Thread(target=run)
+    publisher.start()
+    try:
+        assert written.wait(30), "publisher never wrote its first batch"
+        assert not errors, errors
+        during = read_rows(url)
+    finally:
+        reader_checked.set()
+        publisher.join(30)
+    assert not publisher.is_alive()
+    assert not errors, errors
+
+    assert during == expected(HEADPHONES)
+    assert read_rows(url) == expected(new_rows)
