@@ -6,8 +6,8 @@ import logging
 import sqlite3
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class EmbeddingCache(ABC):
     def delete_model(self, model_id: str) -> int:
         """Drop every entry of a model (after the model is retired); returns how many."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; backends without connections keep it
         """Release connections."""
 
 

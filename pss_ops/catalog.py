@@ -97,13 +97,13 @@ def _parse_vector(value: Any) -> np.ndarray | None:
     return array
 
 
-def _vector_problem(value: Any, column: str, expected: int | None) -> tuple[str | None, np.ndarray | None]:
+def _vector_problem(value: Any, column: str, expected: int | None, required: bool) -> tuple[str | None, np.ndarray | None]:
     try:
         vector = _parse_vector(value)
     except (ValueError, TypeError, json.JSONDecodeError):
         return f"bad vector: {column} is not a list of numbers", None
     if vector is None:
-        return (f"missing vector: {column} is empty" if expected is not None else None), None
+        return (f"missing vector: {column} is empty" if required else None), None
     if expected is not None and len(vector) != expected:
         return f"wrong vector length: {column} has {len(vector)} values, expected {expected}", None
     if not np.all(np.isfinite(vector)):
@@ -121,7 +121,7 @@ def _expected_dims(frame: pd.DataFrame, config: AppConfig) -> dict[str, int | No
         if column in configured:
             dims[column] = configured[column]
         elif column in frame.columns:
-            lengths = Counter()
+            lengths: Counter[int] = Counter()
             for value in frame[column]:
                 try:
                     vector = _parse_vector(value)
@@ -134,12 +134,16 @@ def _expected_dims(frame: pd.DataFrame, config: AppConfig) -> dict[str, int | No
 
 
 def _record(row: pd.Series) -> str:
+    def element(value: Any) -> Any:
+        # Strict JSON has no NaN/inf: keep them visible as strings.
+        return str(value) if isinstance(value, float) and not math.isfinite(value) else value
+
     def plain(value: Any) -> Any:
         if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        return value
+            return [element(v) for v in value.tolist()]
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return None  # a NULL cell (pandas reads NULL as NaN)
+        return element(value)
 
     return json.dumps({k: plain(v) for k, v in row.items()}, default=str, ensure_ascii=False)
 
@@ -152,7 +156,7 @@ def validate_catalog(
 ) -> CatalogLoad:
     """Split rows into accepted and rejected; every reject keeps its full record and reason."""
     rows_read = len(frame)
-    configured = [f.column for f in config.features if isinstance(f, PrecomputedVectorFeature)]
+    configured: list[str] = [f.column for f in config.features if isinstance(f, PrecomputedVectorFeature)]
     for column in configured:
         if column not in frame.columns:
             raise CatalogError(f"catalog is missing column {column!r} required by the config's precomputed feature")
@@ -174,7 +178,7 @@ def validate_catalog(
             reason = "empty title: title is empty or NULL"
         parsed: dict[str, np.ndarray | None] = {}
         for column, expected in dims.items():
-            problem, vector = _vector_problem(row[column], column, expected)
+            problem, vector = _vector_problem(row[column], column, expected, column in configured)
             if reason is None and problem is not None:
                 reason = problem
             parsed[column] = vector

@@ -54,7 +54,8 @@ def _print_summary(summary: dict[str, Any], out_dir: str) -> None:
     counts, cache, search = summary["counts"], summary["cache"], summary["search"]
     lines = [
         f"application      {summary['application']}  (model {summary['model_id']}, snapshot {summary['snapshot_date']})",
-        f"catalog rows     {counts['rows_read']} read, {counts['rows_accepted']} accepted, {counts['rows_rejected']} rejected, {counts['rows_out_of_scope']} out of scope",
+        f"catalog rows     {counts['rows_read']} read, {counts['rows_accepted']} accepted, "
+        f"{counts['rows_rejected']} rejected, {counts['rows_out_of_scope']} out of scope",
         f"partitions       {counts['catalog_partitions']} catalog, {counts['index_partitions']} index",
         f"embedding cache  {cache['hits']} hits, {cache['misses']} computed",
         f"search recall@{search['k']}  {search['recall_at_k']} against exact brute force on {search['sample_queries']} queries",

@@ -21,7 +21,9 @@ def unpack_ids(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return packed >> PARTITION_SHIFT, packed & ((1 << PARTITION_SHIFT) - 1)
 
 
-def merge_topk(results: Iterable[tuple[np.ndarray, np.ndarray]], nq: int, k: int, *, higher_is_better: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(
+    results: Iterable[tuple[np.ndarray, np.ndarray]], nq: int, k: int, *, higher_is_better: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge (scores, ids) blocks of shape (nq, k_i) into the exact best k per query, best first."""
     # faiss's ResultHeap keeps a per-query heap in C++; keep_max follows the metric direction.
     heap = faiss.ResultHeap(nq, k, keep_max=higher_is_better)

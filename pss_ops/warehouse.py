@@ -157,6 +157,7 @@ def _write_rows(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
     if conn.dialect.name == "postgresql":
         # Same session as the SQLAlchemy connection, hence inside the transaction that ran the DELETE.
         driver_conn = conn.connection.driver_connection
+        assert driver_conn is not None, "a live SQLAlchemy connection always has a DBAPI connection"
         with driver_conn.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
             for row in rows:
                 copy.write_row(row)

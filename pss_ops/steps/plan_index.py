@@ -15,16 +15,17 @@ log = logging.getLogger(__name__)
 def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list[RowSlice]]:
     total = sum(p.rows for p in parts)
     count = max(1, math.ceil(total / max_rows))
-    # Equal sizes rather than full-then-remainder, so no index partition is a tiny straggler.
-    target = math.ceil(total / count)
+    # Equal sizes rather than full-then-remainder, so no index partition is a tiny straggler:
+    # the first total % count partitions hold one row more than the rest.
+    base, extra = divmod(total, count)
     groups: list[list[RowSlice]] = [[]]
-    room = target
+    room = base + (1 if extra > 0 else 0)
     for part in parts:
         start = 0
         while start < part.rows:
             if room == 0:
                 groups.append([])
-                room = target
+                room = base + (1 if len(groups) <= extra else 0)
             stop = min(part.rows, start + room)
             groups[-1].append(RowSlice(uri=part.uri, start=start, stop=stop))
             room -= stop - start

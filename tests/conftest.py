@@ -1,0 +1,150 @@
+"""Shared fixtures: a real Amazon–Google catalog subset, a small near-identical config and one cached pipeline run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pss_ops.config import AppConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "amazon_google"
+EXAMPLE_CONFIG = ROOT / "examples" / "near_identical.yaml"
+CATEGORIES = ("group_a", "group_b")
+SNAPSHOT = dt.date(2024, 5, 1)
+SEED = 20240501
+
+
+@dataclass(frozen=True)
+class Subset:
+    """The subset catalog on disk, its frame, and the true pairs whose two items are both in it."""
+
+    catalog: Path
+    frame: pd.DataFrame
+    matches_path: Path
+    matches: pd.DataFrame
+
+
+def _bucket(key: str) -> str:
+    return CATEGORIES[hashlib.sha256(key.encode()).digest()[0] % 2]
+
+
+def _categories_by_component(items: list[str], pairs: pd.DataFrame) -> dict[str, str]:
+    """Both items of a true pair (and everything linked to them) share one category."""
+    parent = {i: i for i in items}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(pairs["id_a"], pairs["id_b"]):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {i: _bucket(find(i)) for i in items}
+
+
+@pytest.fixture(scope="session")
+def ag_subset(tmp_path_factory: pytest.TempPathFactory) -> Subset:
+    """~250 true pairs (both items) plus ~250 random other rows of the real catalog, with a category column."""
+    catalog = pd.read_csv(DATA / "catalog.csv", dtype=str, keep_default_na=False)
+    matches = pd.read_csv(DATA / "matches.csv", dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(SEED)
+    picked = matches.iloc[np.sort(rng.choice(len(matches), size=250, replace=False))]
+    pair_items = set(picked["id_a"]) | set(picked["id_b"])
+    others = catalog.loc[~catalog["item_id"].isin(pair_items), "item_id"].to_numpy()
+    extra = set(rng.choice(others, size=250, replace=False))
+    keep = pair_items | extra
+    frame = catalog[catalog["item_id"].isin(keep)].reset_index(drop=True)
+    sub_matches = matches[matches["id_a"].isin(keep) & matches["id_b"].isin(keep)].reset_index(drop=True)
+    by_component = _categories_by_component(frame["item_id"].tolist(), sub_matches)
+    frame.insert(2, "category", [by_component[i] for i in frame["item_id"]])
+
+    directory = tmp_path_factory.mktemp("ag_subset")
+    frame.to_csv(directory / "catalog.csv", index=False)
+    sub_matches.to_csv(directory / "matches.csv", index=False)
+    return Subset(directory / "catalog.csv", frame, directory / "matches.csv", sub_matches)
+
+
+@pytest.fixture(scope="session")
+def small_config() -> AppConfig:
+    """near_identical with small partitions, so every scope has several catalog and index partitions."""
+    config = load_config(EXAMPLE_CONFIG)
+    return config.model_copy(
+        update={
+            "catalog": config.catalog.model_copy(update={"partition_size": 200}),
+            "index": config.index.model_copy(update={"partition_size": 150}),
+            "quality": config.quality.model_copy(update={"recall_sample": 100}),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_cache_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedding cache every run of the session shares; ag_run fills it first."""
+    return tmp_path_factory.mktemp("shared_cache") / "embeddings.sqlite"
+
+
+def with_cache(config: AppConfig, cache_path: Path | str) -> AppConfig:
+    """The config with its embedding cache pointed at cache_path."""
+    return config.model_copy(update={"cache": config.cache.model_copy(update={"uri": str(cache_path)})})
+
+
+def write_config(config: AppConfig, path: Path) -> Path:
+    """Write a config as YAML, for the CLI."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished pipeline run."""
+
+    summary: dict[str, Any]
+    out_dir: Path
+
+
+@pytest.fixture(scope="session")
+def ag_run(tmp_path_factory: pytest.TempPathFactory, ag_subset: Subset, small_config: AppConfig, shared_cache_path: Path) -> Run:
+    """The pipeline run once, cold, on the subset; its cache is shared by later runs."""
+    from pss_ops.runner import run_pipeline
+
+    assert not shared_cache_path.exists(), "ag_run must be the first run to use the shared cache"
+    out_dir = tmp_path_factory.mktemp("ag_run")
+    summary = run_pipeline(
+        with_cache(small_config, shared_cache_path),
+        catalog_uri=str(ag_subset.catalog),
+        out_dir=str(out_dir),
+        snapshot_date=SNAPSHOT,
+        progress=lambda _: None,
+    )
+    return Run(summary, out_dir)
+
+
+@pytest.fixture(scope="session")
+def warm_config(ag_run: Run, small_config: AppConfig, shared_cache_path: Path) -> AppConfig:
+    """small_config on the shared cache, after ag_run has filled it (do not change catalog content with it)."""
+    return with_cache(small_config, shared_cache_path)
+
+
+@pytest.fixture
+def private_cache(ag_run: Run, shared_cache_path: Path, tmp_path: Path) -> Path:
+    """A copy of the filled shared cache that a test may change freely."""
+    target = tmp_path / "cache" / "embeddings.sqlite"
+    target.parent.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{shared_cache_path}{suffix}")
+        if source.exists():
+            shutil.copy(source, f"{target}{suffix}")
+    return target

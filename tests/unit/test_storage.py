@@ -1,0 +1,252 @@
+"""Storage URI layer: atomic local writes, streamed Parquet, and an s3:// round trip against moto."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from pss_ops import storage
+
+BUCKET = "pss-unit-test"
+
+
+def table(n: int, start: int = 0) -> pa.Table:
+    return pa.table(
+        {
+            "item_id": [f"amazon:b{i:09d}" for i in range(start, start + n)],
+            "score": pa.array([i / 7 for i in range(start, start + n)], pa.float32()),
+        }
+    )
+
+
+def leftovers(directory: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+def test_write_bytes_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "nested" / "dir" / "blob.bin"
+    storage.write_bytes(str(target), b"\x00\x01payload")
+    assert target.read_bytes() == b"\x00\x01payload"
+    assert leftovers(target.parent, {"blob.bin"}) == []
+    storage.write_bytes(str(target), b"second")
+    assert storage.read_bytes(str(target)) == b"second"
+    assert leftovers(target.parent, {"blob.bin"}) == []
+
+
+def test_write_json_sorted_and_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "summary.json"
+    storage.write_json(str(target), {"b": 1, "a": [1, 2], "c": {"z": None}})
+    assert storage.read_json(str(target)) == {"a": [1, 2], "b": 1, "c": {"z": None}}
+    text = storage.read_text(str(target))
+    assert text.index('"a"') < text.index('"b"') < text.index('"c"')
+    assert text.endswith("\n")
+    assert leftovers(tmp_path, {"summary.json"}) == []
+
+
+def _failing_replace(*_: Any, **__: Any) -> None:
+    raise OSError("disk full")
+
+
+def test_write_bytes_failure_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "replace", _failing_replace)
+    target = tmp_path / "blob.bin"
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_bytes(str(target), b"data")
+    assert not target.exists()
+    assert leftovers(tmp_path, set()) == []
+
+
+def test_write_json_failure_keeps_previous_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "manifest.json"
+    storage.write_json(str(target), {"version": 1})
+    monkeypatch.setattr(os, "replace", _failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_json(str(target), {"version": 2})
+    assert storage.read_json(str(target)) == {"version": 1}
+    assert leftovers(tmp_path, {"manifest.json"}) == []
+
+
+def test_write_bytes_failure_while_writing_keeps_previous_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "blob.bin"
+    storage.write_bytes(str(target), b"old")
+
+    def failing_fsync(_: int) -> None:
+        raise OSError("io error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="io error"):
+        storage.write_bytes(str(target), b"new content")
+    assert target.read_bytes() == b"old"
+    assert leftovers(tmp_path, {"blob.bin"}) == []
+
+
+def test_write_parquet_success_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "part-00000.parquet"
+    storage.write_parquet(str(target), table(10))
+    assert storage.read_parquet(str(target)).equals(table(10))
+    assert storage.read_parquet(str(target), columns=["item_id"]).column_names == ["item_id"]
+    assert leftovers(tmp_path, {"part-00000.parquet"}) == []
+
+
+def test_write_parquet_failure_midway_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "part-00000.parquet"
+    storage.write_parquet(str(target), table(5))
+    real_write_table = pq.write_table
+
+    def half_write(tbl: pa.Table, where: Any, **kwargs: Any) -> None:
+        real_write_table(tbl.slice(0, 1), where, **kwargs)  # a partial file exists on disk...
+        raise OSError("writer crashed")  # ...when the writer dies
+
+    monkeypatch.setattr(pq, "write_table", half_write)
+    with pytest.raises(OSError, match="writer crashed"):
+        storage.write_parquet(str(target), table(50, start=100))
+    assert storage.read_parquet(str(target)).equals(table(5))
+    assert leftovers(tmp_path, {"part-00000.parquet"}) == []
+
+
+def test_write_parquet_failure_on_replace_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "replace", _failing_replace)
+    target = tmp_path / "new.parquet"
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_parquet(str(target), table(3))
+    assert not target.exists()
+    assert leftovers(tmp_path, set()) == []
+
+
+def test_write_parquet_batches_streams_tables_into_one_file(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "similar.parquet"
+    schema = pa.schema([("item_id", pa.string()), ("score", pa.float32())])
+    parts = [table(3), table(0, start=3), table(7, start=3), table(1, start=10)]
+    # Columns out of order and score as float64 are selected and cast to the schema.
+    parts[2] = pa.table({"score": parts[2]["score"].cast(pa.float64()), "item_id": parts[2]["item_id"]})
+    rows = storage.write_parquet_batches(str(target), schema, iter(parts))
+    assert rows == 11
+    result = storage.read_parquet(str(target))
+    assert result.schema == schema
+    assert result.equals(table(11))
+    assert storage.open_parquet(str(target)).metadata.num_row_groups >= 2
+    assert leftovers(target.parent, {"similar.parquet"}) == []
+
+
+def test_write_parquet_batches_failure_midway_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "similar.parquet"
+    schema = pa.schema([("item_id", pa.string()), ("score", pa.float32())])
+
+    def tables() -> Iterator[pa.Table]:
+        yield table(4)
+        raise RuntimeError("query step failed")
+
+    with pytest.raises(RuntimeError, match="query step failed"):
+        storage.write_parquet_batches(str(target), schema, tables())
+    assert not target.exists()
+    assert leftovers(tmp_path, set()) == []
+
+
+def test_local_join_exists_absolute(tmp_path: Path) -> None:
+    uri = storage.join(str(tmp_path), "run", "a.json")
+    assert uri == str(tmp_path / "run" / "a.json")
+    assert not storage.exists(uri)
+    storage.write_json(uri, [1])
+    assert storage.exists(uri)
+    assert storage.absolute(uri) == uri
+    assert storage.local_copy(uri, str(tmp_path)) == uri
+
+
+def test_s3_join() -> None:
+    assert storage.join("s3://bucket/runs/", "app", "/2024-05-01/", "summary.json") == "s3://bucket/runs/app/2024-05-01/summary.json"
+    assert storage.join("s3://bucket", "x.parquet") == "s3://bucket/x.parquet"
+    assert storage.absolute("s3://bucket/a/b") == "s3://bucket/a/b"
+    assert storage.is_s3("s3://bucket/a") and not storage.is_s3("/tmp/s3/a")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> Iterator[str]:
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    storage.set_s3_client(client)
+    try:
+        yield f"s3://{BUCKET}"
+    finally:
+        storage.set_s3_client(None)
+        for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        client.delete_bucket(Bucket=BUCKET)
+
+
+def test_s3_bytes_round_trip_and_exists(s3_bucket: str) -> None:
+    uri = storage.join(s3_bucket, "runs", "app", "blob.bin")
+    assert not storage.exists(uri)
+    storage.write_bytes(uri, b"\x00\xffbytes")
+    assert storage.exists(uri)
+    assert storage.read_bytes(uri) == b"\x00\xffbytes"
+    storage.write_text(uri, "überschrieben")
+    assert storage.read_text(uri) == "überschrieben"
+    assert not storage.exists(storage.join(s3_bucket, "runs", "app", "other.bin"))
+
+
+def test_s3_json_round_trip(s3_bucket: str) -> None:
+    uri = storage.join(s3_bucket, "manifests", "plan.json")
+    payload = {"rows": 4589, "partitions": ["p0", "p1"], "nested": {"ok": True}}
+    storage.write_json(uri, payload)
+    assert storage.read_json(uri) == payload
+
+
+def test_s3_parquet_round_trip(s3_bucket: str, tmp_path: Path) -> None:
+    uri = storage.join(s3_bucket, "parts", "part-00001.parquet")
+    storage.write_parquet(uri, table(20))
+    assert storage.exists(uri)
+    assert storage.read_parquet(uri).equals(table(20))
+    assert storage.read_parquet(uri, columns=["score"]).column_names == ["score"]
+    local = storage.local_copy(uri, str(tmp_path))
+    assert Path(local) == tmp_path / "part-00001.parquet"
+    assert pq.read_table(local).equals(table(20))
+
+
+def test_s3_parquet_batches(s3_bucket: str) -> None:
+    uri = storage.join(s3_bucket, "similar.parquet")
+    schema = pa.schema([("item_id", pa.string()), ("score", pa.float32())])
+    assert storage.write_parquet_batches(uri, schema, [table(2), table(3, start=2)]) == 5
+    assert storage.read_parquet(uri).equals(table(5))
+
+
+class _Forbidden(Exception):
+    response = {"Error": {"Code": "403", "Message": "Forbidden"}}
+
+
+class _ForbiddenClient:
+    def head_object(self, **_: Any) -> None:
+        raise _Forbidden("access denied")
+
+
+def test_s3_exists_propagates_errors_other_than_not_found() -> None:
+    storage.set_s3_client(_ForbiddenClient())
+    try:
+        with pytest.raises(_Forbidden):
+            storage.exists("s3://bucket/key")
+    finally:
+        storage.set_s3_client(None)
