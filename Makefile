@@ -28,6 +28,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pss_ops tests dags plugins bench
+	$(BIN)/ruff format --check pss_ops tests dags plugins bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy pss_ops

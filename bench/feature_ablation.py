@@ -67,13 +67,25 @@ def main() -> None:
             started = time.perf_counter()
             summary = run_pipeline(config, catalog_uri=args.catalog, out_dir=f"{out}/{len(rows)}", progress=lambda _: None)
             pairs = read_parquet(f"{out}/{len(rows)}/similar_items.parquet").to_pandas()
-            rows.append({"embedding": label, **candidate_recall(pairs, truth), "search_recall": summary["search"]["recall_at_k"],
-                         "seconds": round(time.perf_counter() - started, 1)})
+            rows.append(
+                {
+                    "embedding": label,
+                    **candidate_recall(pairs, truth),
+                    "search_recall": summary["search"]["recall_at_k"],
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
     catalog = pd.read_csv(args.catalog, dtype=str, keep_default_na=False)
     started = time.perf_counter()
     attribute = base.post_filter.different[0] if base.post_filter.different else None
-    rows.append({"embedding": "tf-idf char 3-5 (fitted, exact)", **candidate_recall(tfidf_pairs(catalog, base.k, attribute), truth),
-                 "search_recall": 1.0, "seconds": round(time.perf_counter() - started, 1)})
+    rows.append(
+        {
+            "embedding": "tf-idf char 3-5 (fitted, exact)",
+            **candidate_recall(tfidf_pairs(catalog, base.k, attribute), truth),
+            "search_recall": 1.0,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
 
     table = pd.DataFrame(rows).drop(columns=["true_pairs", "pairs_whose_query_has_no_results"])
     print(table.to_string(index=False))

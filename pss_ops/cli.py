@@ -88,9 +88,13 @@ def cmd_step(args: argparse.Namespace) -> int:
     from pss_ops.steps import build_index, embed, plan, plan_index, post_filter, publish, query, report
 
     if args.step == "plan":
-        from pss_ops.runner import default_cache_uri, new_run_id
+        from pss_ops.runner import new_run_id
 
         config = load_config(args.config)
+        cache_uri = args.cache_uri or config.cache.uri
+        if not cache_uri:
+            # A default inside the run directory would start every run with an empty cache.
+            raise SystemExit("pss step plan: give --cache-uri or set cache.uri in the config (shared by every run)")
         run_id = args.run_id or new_run_id()
         ctx = plan.make_context(
             config,
@@ -98,7 +102,7 @@ def cmd_step(args: argparse.Namespace) -> int:
             run_uri=args.run_uri,
             snapshot_date=args.snapshot_date or dt.date.today(),
             run_id=run_id,
-            cache_uri=args.cache_uri or default_cache_uri(config, args.run_uri),
+            cache_uri=cache_uri,
             categories=_categories(args.categories),
             full_refresh=args.full_refresh,
         )

@@ -114,9 +114,9 @@ class PostFilterConfig(_Strict):
 
 
 class CacheConfig(_Strict):
-    """Embedding cache backend; the default SQLite file lives in the output directory."""
+    """Embedding cache location; the backend follows from the URI."""
 
-    backend: Literal["sqlite"] = "sqlite"
+    # dynamodb://TABLE, sqlite:///path or a local path; default: OUT/cache/embeddings.sqlite.
     uri: str | None = None
 
 

@@ -7,7 +7,8 @@ import logging
 import secrets
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pss_ops import layout, storage
 from pss_ops.cache import open_cache
@@ -34,7 +35,7 @@ def _stderr(message: str) -> None:
 
 def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"run-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 

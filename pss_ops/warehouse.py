@@ -64,9 +64,7 @@ class PublishStats:
 def default_warehouse_url(out_dir: str) -> str:
     """SQLite URL of warehouse.sqlite inside a local output directory."""
     if "://" in out_dir:
-        raise ValueError(
-            f"default warehouse needs a local output directory, got {out_dir!r}; set the warehouse URL explicitly"
-        )
+        raise ValueError(f"default warehouse needs a local output directory, got {out_dir!r}; set the warehouse URL explicitly")
     return f"sqlite:///{Path(out_dir).expanduser().resolve() / 'warehouse.sqlite'}"
 
 
@@ -123,9 +121,7 @@ def _checked_rows(
     """Rows of one batch in SIMILAR_ITEMS_COLUMNS order, each verified to belong to this publish."""
     missing = [name for name in SIMILAR_ITEMS_COLUMNS if name not in batch.schema.names]
     if missing:
-        raise ValueError(
-            f"batch is missing column(s) {', '.join(missing)}; expected {', '.join(SIMILAR_ITEMS_COLUMNS)}"
-        )
+        raise ValueError(f"batch is missing column(s) {', '.join(missing)}; expected {', '.join(SIMILAR_ITEMS_COLUMNS)}")
     rows: list[tuple[Any, ...]] = []
     for values in zip(*(batch.column(name).to_pylist() for name in SIMILAR_ITEMS_COLUMNS)):
         row = list(values)
@@ -180,9 +176,7 @@ def publish_similar_items(
         raise ValueError(f"snapshot_date must be a datetime.date, got {snapshot_date!r}")
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
-        raise ValueError(
-            f"PostgreSQL warehouse URLs must use the psycopg driver (postgresql+psycopg://), got {redact_url(url)}"
-        )
+        raise ValueError(f"PostgreSQL warehouse URLs must use the psycopg driver (postgresql+psycopg://), got {redact_url(url)}")
     wanted = tuple(dict.fromkeys(categories))
     started = time.perf_counter()
     engine = sa.create_engine(parsed)

@@ -7,7 +7,7 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -107,9 +107,8 @@ def write_config(config: AppConfig, path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Run:
-    """One finished pipeline run."""
+class Run(NamedTuple):
+    """One finished pipeline run: unpacks as (summary, out_dir)."""
 
     summary: dict[str, Any]
     out_dir: Path

@@ -74,7 +74,9 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
                 "run_id": pa.array([ctx.run_id] * n, pa.string()),
             }
         ).select(list(SIMILAR_ITEMS_COLUMNS))
-        counts = np.bincount(np.unique(top.column("query_item_id").to_numpy(zero_copy_only=False), return_counts=True)[1], minlength=config.k + 1)
+        counts = np.bincount(
+            np.unique(top.column("query_item_id").to_numpy(zero_copy_only=False), return_counts=True)[1], minlength=config.k + 1
+        )
         queries_with_rows = int(counts[1:].sum())
         queries_short = queried.queries - queries_with_rows + int(counts[1 : config.k].sum())
         uri = layout.filtered(ctx.run_uri, queried.name)

@@ -25,7 +25,9 @@ def candidates_per_query(ctx: RunContext) -> int:
     return ctx.config.k * ctx.config.post_filter.candidate_multiplier
 
 
-def search_scope(ctx: RunContext, vectors: np.ndarray, indexes: list[BuiltIndex], fetch: int) -> tuple[np.ndarray, np.ndarray, dict[int, pa.Table]]:
+def search_scope(
+    ctx: RunContext, vectors: np.ndarray, indexes: list[BuiltIndex], fetch: int
+) -> tuple[np.ndarray, np.ndarray, dict[int, pa.Table]]:
     """Search every index of a scope, one loaded at a time, and merge: (scores, packed ids, id tables)."""
     id_tables: dict[int, pa.Table] = {}
 
@@ -41,7 +43,9 @@ def search_scope(ctx: RunContext, vectors: np.ndarray, indexes: list[BuiltIndex]
     return scores, packed, id_tables
 
 
-def _candidate_table(ctx: RunContext, queries: pa.Table, positions: np.ndarray, vectors: np.ndarray, indexes: list[BuiltIndex], fetch: int) -> tuple[pa.Table, np.ndarray]:
+def _candidate_table(
+    ctx: RunContext, queries: pa.Table, positions: np.ndarray, vectors: np.ndarray, indexes: list[BuiltIndex], fetch: int
+) -> tuple[pa.Table, np.ndarray]:
     """Each query's best `fetch` candidates (self excluded), and whether its list was full."""
     attributes = ctx.config.filter_attributes
     # One extra slot: the query item is in the index and is dropped below.
@@ -105,9 +109,12 @@ def query_partition(ctx: RunContext, partition: EmbeddedPartition, index_plan: I
             finished = pa.array(np.isin(positions, pending[~again]))
             pieces.append(table.filter(finished))
             pending = pending[again]
-            deepened += len(pending)
+            # Later rounds re-search a subset of the first round's pending queries: count queries, not rounds.
+            deepened = max(deepened, len(pending))
             fetch = min(cap, fetch * DEEPEN_FACTOR)
-        result_table = pa.concat_tables(pieces).sort_by([("_position", "ascending"), ("search_rank", "ascending")]).drop_columns(["_position"])
+        result_table = (
+            pa.concat_tables(pieces).sort_by([("_position", "ascending"), ("search_rank", "ascending")]).drop_columns(["_position"])
+        )
         uri = layout.query_result(ctx.run_uri, partition.name)
         storage.write_parquet(uri, result_table)
     result = QueriedPartition(

@@ -124,7 +124,9 @@ def test_run_publishes_cosine_similar_items_and_summary(ag_run: Run, ag_subset: 
     seller = dict(zip(ag_subset.frame["item_id"], ag_subset.frame["seller"]))
     category = dict(zip(ag_subset.frame["item_id"], ag_subset.frame["category"]))
     assert all(seller[q] != seller[c] for q, c in zip(frame["query_item_id"], frame["candidate_item_id"]))
-    assert all(category[q] == category[c] == cat for q, c, cat in zip(frame["query_item_id"], frame["candidate_item_id"], frame["category"]))
+    assert all(
+        category[q] == category[c] == cat for q, c, cat in zip(frame["query_item_id"], frame["candidate_item_id"], frame["category"])
+    )
 
     on_disk = json.loads((out / "run_summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary, default=str))
@@ -164,14 +166,18 @@ def test_warm_rerun_computes_no_embeddings_and_publishes_identical_rows(ag_run: 
     pd.testing.assert_frame_equal(first[cols], second[cols])
 
 
-def test_changed_title_is_the_only_cache_miss(ag_run: Run, ag_subset: Subset, small_config: AppConfig, private_cache: Path, tmp_path: Path) -> None:
+def test_changed_title_is_the_only_cache_miss(
+    ag_run: Run, ag_subset: Subset, small_config: AppConfig, private_cache: Path, tmp_path: Path
+) -> None:
     frame = ag_subset.frame.copy()
     changed = frame.loc[123, "item_id"]
     frame.loc[123, "title"] = frame.loc[123, "title"] + " (2nd edition)"
     catalog = tmp_path / "catalog.csv"
     frame.to_csv(catalog, index=False)
 
-    summary = run_pipeline(with_cache(small_config, private_cache), catalog_uri=str(catalog), out_dir=str(tmp_path / "out"), snapshot_date=SNAPSHOT, **QUIET)
+    summary = run_pipeline(
+        with_cache(small_config, private_cache), catalog_uri=str(catalog), out_dir=str(tmp_path / "out"), snapshot_date=SNAPSHOT, **QUIET
+    )
 
     assert summary["cache"]["misses"] == 1
     assert summary["cache"]["hits"] == len(frame) - 1
@@ -210,8 +216,21 @@ def test_categories_run_replaces_only_that_category(ag_run: Run, ag_subset: Subs
     assert set(before["category"]) == {"group_a", "group_b"}
 
     code = main(
-        ["run", "--config", str(config_path), "--catalog", str(ag_subset.catalog), "--out", str(out),
-         "--categories", "group_a", "--snapshot-date", SNAPSHOT.isoformat(), "--run-id", "run-only-group-a"]
+        [
+            "run",
+            "--config",
+            str(config_path),
+            "--catalog",
+            str(ag_subset.catalog),
+            "--out",
+            str(out),
+            "--categories",
+            "group_a",
+            "--snapshot-date",
+            SNAPSHOT.isoformat(),
+            "--run-id",
+            "run-only-group-a",
+        ]
     )
 
     assert code == 0
@@ -271,7 +290,9 @@ def test_rejects_over_limit_fail_and_publish_nothing(
     before = warehouse_rows(db)
 
     with pytest.raises(RejectThresholdError, match=r"22 of 762 rows rejected .*max_reject_fraction"):
-        run_pipeline(warm_config, catalog_uri=str(catalog), out_dir=str(out), snapshot_date=SNAPSHOT, run_id="run-too-many-rejects", **QUIET)
+        run_pipeline(
+            warm_config, catalog_uri=str(catalog), out_dir=str(out), snapshot_date=SNAPSHOT, run_id="run-too-many-rejects", **QUIET
+        )
     run_uri = out / "runs" / "run-too-many-rejects"
     assert len(pd.read_csv(layout.rejects(str(run_uri)))) == 22  # kept for the operator
     assert not storage.exists(layout.plan_manifest(str(run_uri)))
@@ -302,8 +323,19 @@ def test_step_commands_match_pss_run(
         return capsys.readouterr().out
 
     catalog_plan = CatalogPlan.model_validate_json(
-        step("plan", "--run-uri", run_uri, "--config", str(config_path), "--catalog", str(ag_subset.catalog),
-             "--snapshot-date", SNAPSHOT.isoformat(), "--run-id", "run-by-steps")
+        step(
+            "plan",
+            "--run-uri",
+            run_uri,
+            "--config",
+            str(config_path),
+            "--catalog",
+            str(ag_subset.catalog),
+            "--snapshot-date",
+            SNAPSHOT.isoformat(),
+            "--run-id",
+            "run-by-steps",
+        )
     )
     assert catalog_plan == CatalogPlan.read(layout.plan_manifest(run_uri))
     assert len(catalog_plan.partitions) >= 4
@@ -332,8 +364,22 @@ def test_step_commands_match_pss_run(
     assert summary["run_id"] == "run-by-steps" and summary["search"]["recall_at_k"] >= 0.99
 
     out = tmp_path / "run_out"
-    assert main(["run", "--config", str(config_path), "--catalog", str(ag_subset.catalog), "--out", str(out),
-                 "--snapshot-date", SNAPSHOT.isoformat()]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(config_path),
+                "--catalog",
+                str(ag_subset.catalog),
+                "--out",
+                str(out),
+                "--snapshot-date",
+                SNAPSHOT.isoformat(),
+            ]
+        )
+        == 0
+    )
     by_run = parquet_rows(out / "similar_items.parquet")
     by_steps = parquet_rows(layout.similar_items(run_uri))
     assert len(by_steps) == len(by_run) > 0
@@ -373,7 +419,12 @@ def _pg_rows(url: str) -> pd.DataFrame:
 @pytest.mark.postgres
 def test_publish_to_postgres(ag_run: Run, ag_subset: Subset, warm_config: AppConfig, pg_url: str, tmp_path: Path) -> None:
     summary = run_pipeline(
-        warm_config, catalog_uri=str(ag_subset.catalog), out_dir=str(tmp_path / "out"), warehouse_url=pg_url, snapshot_date=SNAPSHOT, **QUIET
+        warm_config,
+        catalog_uri=str(ag_subset.catalog),
+        out_dir=str(tmp_path / "out"),
+        warehouse_url=pg_url,
+        snapshot_date=SNAPSHOT,
+        **QUIET,
     )
     rows = _pg_rows(pg_url)
     expected = parquet_rows(ag_run.out_dir / "similar_items.parquet")
@@ -420,6 +471,7 @@ def test_killed_build_index_leaves_nothing_half_visible(
     target = index_plan.partitions[0]
 
     if failure == "serialize":
+
         def boom(*_: object) -> None:
             raise MemoryError("killed while serialising")
 
@@ -465,4 +517,3 @@ def test_killed_build_index_leaves_nothing_half_visible(
         results.append(index.search(vectors, 10))
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
-

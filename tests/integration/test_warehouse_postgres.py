@@ -97,8 +97,10 @@ def test_publish_creates_schema_objects_in_search_path_schema(schema_url: tuple[
     try:
         with engine.connect() as conn:
             found = conn.execute(
-                sa.text("SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'similar_items%'"
-                        " AND table_schema = :schema ORDER BY table_name"),
+                sa.text(
+                    "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'similar_items%'"
+                    " AND table_schema = :schema ORDER BY table_name"
+                ),
                 {"schema": schema},
             ).all()
     finally:

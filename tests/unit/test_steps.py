@@ -266,15 +266,14 @@ def test_query_top_k_merge_equals_brute_force(stepped: Stepped) -> None:
         position = {item: i for i, item in enumerate(ids)}
         flat = faiss.IndexFlatIP(vectors.shape[1])
         flat.add(vectors)
-        exact_scores, exact_rows = flat.search(vectors, fetch + 5)
-        results = pd.concat(
-            [storage.read_parquet(q.uri).to_pandas() for q in stepped.queried if q.scope == scope], ignore_index=True
-        )
+        exact_scores, exact_rows = flat.search(vectors, len(ids))  # the full exact ranking
+        results = pd.concat([storage.read_parquet(q.uri).to_pandas() for q in stepped.queried if q.scope == scope], ignore_index=True)
         for query, group in results.groupby("query_item_id", sort=False):
             q = position[query]
             keep = exact_rows[q] != q
             brute_rows, brute_scores = exact_rows[q][keep], exact_scores[q][keep]
-            for depth in (k, fetch):
+            assert len(group) >= fetch
+            for depth in (k, fetch, len(group)):  # deeper-searched queries are checked at their full depth too
                 got = group[group["search_rank"] <= depth]
                 assert len(got) == depth
                 got_rows = np.array([position[c] for c in got["candidate_item_id"]])
@@ -309,6 +308,40 @@ def test_query_results_exclude_self_and_are_sorted(stepped: Stepped) -> None:
             deeper += len(group) > fetch
         assert frame["score"].between(-1 - TIE, 1 + TIE).all()
     assert deeper == sum(q.queries_searched_deeper for q in stepped.queried) > 0
+
+
+def test_query_searches_deeper_until_k_pass_and_counts_queries(stepped: Stepped, ag_subset: Subset, tmp_path: Path) -> None:
+    # The module run's embed and index manifests (they point at its data), under a strict post-filter.
+    run_uri = tmp_path / "run"
+    for step in ("embed", "index"):
+        shutil.copytree(Path(stepped.ctx.run_uri) / step, run_uri / step, ignore=shutil.ignore_patterns("*.parquet", "*.faiss"))
+    rules = stepped.ctx.config.post_filter.model_copy(update={"min_score": 0.2, "candidate_multiplier": 2})
+    config = stepped.ctx.config.model_copy(update={"post_filter": rules})
+    ctx = stepped.ctx.model_copy(update={"run_uri": str(run_uri), "config": config})
+    k = config.k
+    seller = dict(zip(ag_subset.frame["item_id"], ag_subset.frame["seller"]))
+    embedded = stepped.embedded[0]
+
+    queried = query_partition(ctx, embedded, stepped.index_plan)
+
+    frame = storage.read_parquet(queried.uri).to_pandas()
+    sizes = frame.groupby("query_item_id").size()
+    assert queried.search_rounds >= 3  # some queries were searched deeper more than once
+    assert queried.queries_searched_deeper == int((sizes > queried.candidates_per_query).sum()) <= queried.queries
+    assert 0 < queried.queries_searched_deeper < queried.queries
+    # Each query ends with k passing candidates, or having searched the whole scope.
+    ids, vectors = _scope_vectors(stepped, embedded.scope)
+    position = {item: i for i, item in enumerate(ids)}
+    for query, group in frame.groupby("query_item_id", sort=False):
+        passing = group[(group["score"] >= rules.min_score) & (group["c_seller"] != seller[query])]
+        assert len(passing) >= k or len(group) == len(ids) - 1
+        # The first k passing candidates are those of filtering the exact full ranking.
+        q = position[query]
+        scores = vectors @ vectors[q]
+        exact = [(s, i) for i, s in enumerate(scores) if i != q and s >= rules.min_score and seller[ids[i]] != seller[query]]
+        exact.sort(reverse=True)
+        got = passing["score"].to_numpy()[:k]
+        np.testing.assert_allclose(got, [s for s, _ in exact[:k]], atol=TIE)
 
 
 # --- post_filter ------------------------------------------------------------------------------
@@ -347,8 +380,12 @@ def test_filter_mask_null_attributes_fail_both_rules(stepped: Stepped) -> None:
     c = table.column("c_seller").to_pylist()
     q_null = [i % 5 == 0 for i in range(len(q))]
     c_null = [i % 7 == 0 for i in range(len(c))]
-    table = table.set_column(table.schema.get_field_index("q_seller"), "q_seller", pa.array([None if n else v for n, v in zip(q_null, q)], pa.string()))
-    table = table.set_column(table.schema.get_field_index("c_seller"), "c_seller", pa.array([None if n else v for n, v in zip(c_null, c)], pa.string()))
+    table = table.set_column(
+        table.schema.get_field_index("q_seller"), "q_seller", pa.array([None if n else v for n, v in zip(q_null, q)], pa.string())
+    )
+    table = table.set_column(
+        table.schema.get_field_index("c_seller"), "c_seller", pa.array([None if n else v for n, v in zip(c_null, c)], pa.string())
+    )
     null = np.array(q_null) | np.array(c_null)
     assert null.sum() > 0
 
@@ -416,7 +453,9 @@ def test_publish_writes_parquet_and_warehouse(stepped: Stepped) -> None:
     assert set(published.categories) == set(stepped.catalog_plan.categories)
     assert published.rows_replaced == 0 and published.table == "similar_items"
     with sqlite3.connect(stepped.warehouse) as conn:
-        rows = conn.execute("SELECT query_item_id, candidate_item_id, rank, score FROM similar_items ORDER BY query_item_id, rank").fetchall()
+        rows = conn.execute(
+            "SELECT query_item_id, candidate_item_id, rank, score FROM similar_items ORDER BY query_item_id, rank"
+        ).fetchall()
     frame = parquet.to_pandas().sort_values(["query_item_id", "rank"])
     assert rows == list(zip(frame["query_item_id"], frame["candidate_item_id"], frame["rank"].astype(int), frame["score"]))
 

@@ -51,8 +51,7 @@ def make_batch(rows: list[tuple[str, str, str, int, float]], *, day: datetime.da
 def read_rows(db: Path, table: str = "similar_items") -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(
-            f"SELECT {', '.join(SIMILAR_ITEMS_COLUMNS)} FROM {table} "
-            "ORDER BY application, snapshot_date, category, query_item_id, rank"
+            f"SELECT {', '.join(SIMILAR_ITEMS_COLUMNS)} FROM {table} ORDER BY application, snapshot_date, category, query_item_id, rank"
         ).fetchall()
 
 
@@ -66,9 +65,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def publish(db: Path, categories: list[str], *batches: pa.RecordBatch | pa.Table, day: datetime.date = DAY):
-    return publish_similar_items(
-        f"sqlite:///{db}", application=APP, snapshot_date=day, categories=categories, batches=batches
-    )
+    return publish_similar_items(f"sqlite:///{db}", application=APP, snapshot_date=day, categories=categories, batches=batches)
 
 
 def test_publish_creates_table_and_inserts_rows(db: Path) -> None:
@@ -159,9 +156,7 @@ def test_latest_view_shows_each_applications_latest_snapshot(db: Path) -> None:
         batches=[make_batch(google, app="google_shopping")],
     )
 
-    assert read_rows(db, "similar_items_latest") == sorted(
-        expected(CHARGERS, day=NEXT_DAY) + expected(google, app="google_shopping")
-    )
+    assert read_rows(db, "similar_items_latest") == sorted(expected(CHARGERS, day=NEXT_DAY) + expected(google, app="google_shopping"))
 
 
 def test_default_url_and_redaction(tmp_path: Path) -> None:
