@@ -104,7 +104,8 @@ class DynamoDBEmbeddingCache(EmbeddingCache):
                 if not request:
                     break
                 log.debug("batch_get_item: %d keys unprocessed, retrying", len(request[self.table_name]["Keys"]))
-                self._backoff(attempt)
+                if attempt + 1 < self.max_attempts:  # no pointless sleep before giving up
+                    self._backoff(attempt)
             else:
                 raise CacheThrottledError(
                     f"DynamoDB table {self.table_name}: {len(request[self.table_name]['Keys'])} keys still unprocessed "
@@ -140,7 +141,8 @@ class DynamoDBEmbeddingCache(EmbeddingCache):
                 if not pending:
                     break
                 log.debug("batch_write_item: %d items unprocessed, retrying", len(pending[self.table_name]))
-                self._backoff(attempt)
+                if attempt + 1 < self.max_attempts:  # no pointless sleep before giving up
+                    self._backoff(attempt)
             else:
                 raise CacheThrottledError(
                     f"DynamoDB table {self.table_name}: {len(pending[self.table_name])} writes still unprocessed "

@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from pss_ops import layout
+from pss_ops import layout, storage
 from pss_ops.cache import open_cache
 from pss_ops.catalog import CatalogError
-from pss_ops.config import ConfigError, load_config
+from pss_ops.config import ConfigError, load_config, with_k
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 
 log = logging.getLogger("pss")
@@ -36,12 +37,16 @@ def _date(value: str) -> dt.date:
 
 
 def _partition_number(args: argparse.Namespace) -> int:
-    """--partition, else the AWS Batch array index of this child job."""
+    """--partition; else --partition-offset plus this array child's AWS_BATCH_JOB_ARRAY_INDEX."""
     if args.partition is not None:
         return args.partition
-    if ARRAY_INDEX_ENV in os.environ:
-        return int(os.environ[ARRAY_INDEX_ENV])
-    raise SystemExit(f"pss step {args.step}: give --partition N or set {ARRAY_INDEX_ENV}")
+    index = os.environ.get(ARRAY_INDEX_ENV)
+    if args.partition_offset is not None:
+        # A chunk of one partition is submitted as a plain job, which has no array index.
+        return args.partition_offset + int(index or 0)
+    if index is not None:
+        return int(index)
+    raise SystemExit(f"pss step {args.step}: give --partition N, --partition-offset N or set {ARRAY_INDEX_ENV}")
 
 
 def _pick(items: tuple[Any, ...], number: int, what: str) -> Any:
@@ -58,7 +63,8 @@ def _print_summary(summary: dict[str, Any], out_dir: str) -> None:
         f"{counts['rows_rejected']} rejected, {counts['rows_out_of_scope']} out of scope",
         f"partitions       {counts['catalog_partitions']} catalog, {counts['index_partitions']} index",
         f"embedding cache  {cache['hits']} hits, {cache['misses']} computed",
-        f"search recall@{search['k']}  {search['recall_at_k']} against exact brute force on {search['sample_queries']} queries",
+        f"search recall@{search['k']}  {search['recall_at_k']} before the post-filter, {search.get('filtered_recall_at_k')} after it, "
+        f"against exact brute force on {search['sample_queries']} queries",
         f"published        {counts['rows_published']} rows for {counts['queries']} queries ({counts['queries_short_of_k']} short of k)",
         "seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["wall_seconds"].items()),
         f"outputs          {out_dir}/similar_items.parquet, run_summary.json, rejects.csv; warehouse {summary['publish']['warehouse']}",
@@ -69,10 +75,15 @@ def _print_summary(summary: dict[str, Any], out_dir: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from pss_ops.runner import run_pipeline
 
-    config = load_config(args.config)
+    config = with_k(load_config(args.config), args.k)
+    catalog = args.catalog or config.catalog_uri
+    if not catalog:
+        raise SystemExit("pss run: give --catalog or set catalog_uri in the config")
+    if not args.catalog and not storage.is_s3(catalog):
+        catalog = str(Path(args.config).resolve().parent / catalog)
     summary = run_pipeline(
         config,
-        catalog_uri=args.catalog,
+        catalog_uri=catalog,
         out_dir=args.out,
         categories=_categories(args.categories),
         warehouse_url=args.warehouse_url or os.environ.get(WAREHOUSE_ENV),
@@ -90,7 +101,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     if args.step == "plan":
         from pss_ops.runner import new_run_id
 
-        config = load_config(args.config)
+        config = with_k(load_config(args.config), args.k)
         cache_uri = args.cache_uri or config.cache.uri
         if not cache_uri:
             # A default inside the run directory would start every run with an empty cache.
@@ -127,6 +138,12 @@ def cmd_step(args: argparse.Namespace) -> int:
         partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
         embedded = EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, partition.name))
         result = query.query_partition(ctx, embedded, IndexPlan.read(layout.index_plan_manifest(ctx.run_uri)))
+    elif args.step == "search":
+        # Query then post-filter one partition: what one Batch child does in the DAG's query task.
+        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
+        embedded = EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, partition.name))
+        queried = query.query_partition(ctx, embedded, IndexPlan.read(layout.index_plan_manifest(ctx.run_uri)))
+        result = post_filter.post_filter_partition(ctx, queried)
     elif args.step == "post-filter":
         partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
         result = post_filter.post_filter_partition(ctx, QueriedPartition.read(layout.query_manifest(ctx.run_uri, partition.name)))
@@ -157,7 +174,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-STEPS = ("plan", "embed", "plan-index", "build-index", "query", "post-filter", "publish", "report")
+def cmd_cache_purge(args: argparse.Namespace) -> int:
+    cache = open_cache(args.cache_uri)
+    try:
+        removed = cache.delete_model(args.model_id)
+    finally:
+        cache.close()
+    print(f"removed {removed} cached embeddings of model {args.model_id} from {args.cache_uri}")
+    return 0
+
+
+STEPS = ("plan", "embed", "plan-index", "build-index", "query", "post-filter", "search", "publish", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,19 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the whole pipeline in-process")
     run.add_argument("--config", required=True, help="application config (YAML)")
-    run.add_argument("--catalog", required=True, help="catalog file (.csv, .csv.gz, .parquet), local or s3://")
+    run.add_argument("--catalog", help="catalog file (.csv, .csv.gz, .parquet), local or s3://; default: the config's catalog_uri")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--categories", help="comma-separated categories to (re)compute; default all")
     run.add_argument("--warehouse-url", help=f"SQLAlchemy URL (default: SQLite in --out; env {WAREHOUSE_ENV})")
     run.add_argument("--snapshot-date", type=_date, help="snapshot date (default: today)")
     run.add_argument("--run-id", help="run id (default: generated)")
     run.add_argument("--full-refresh", action="store_true", help="ignore cached embeddings")
+    run.add_argument("--k", type=int, help="results per item (overrides the config)")
     run.set_defaults(func=cmd_run)
 
     step = sub.add_parser("step", help="run one step from its manifest (the AWS Batch container command)")
     step.add_argument("step", choices=STEPS)
     step.add_argument("--run-uri", required=True, help="the run's directory or s3:// prefix")
     step.add_argument("--partition", type=int, help=f"partition number (default: ${ARRAY_INDEX_ENV})")
+    step.add_argument("--partition-offset", type=int, help=f"array jobs: partition = this + ${ARRAY_INDEX_ENV}")
     step.add_argument("--config", help="plan only: application config")
     step.add_argument("--catalog", help="plan only: catalog file")
     step.add_argument("--categories", help="plan only: comma-separated categories")
@@ -188,8 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--run-id", help="plan only: run id")
     step.add_argument("--cache-uri", help="plan only: embedding cache")
     step.add_argument("--full-refresh", action="store_true", help="plan only: ignore cached embeddings")
+    step.add_argument("--k", type=int, help="plan only: results per item (overrides the config)")
     step.add_argument("--warehouse-url", help=f"publish only (env {WAREHOUSE_ENV})")
     step.set_defaults(func=cmd_step)
+
+    cache = sub.add_parser("cache", help="embedding cache maintenance")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    purge = cache_sub.add_parser("purge", help="delete every cached embedding of a retired model id")
+    purge.add_argument("--cache-uri", required=True, help="dynamodb://TABLE, sqlite:///path or a local path")
+    purge.add_argument("--model-id", required=True, help="the model id whose entries go")
+    purge.set_defaults(func=cmd_cache_purge)
 
     evaluate = sub.add_parser("evaluate", help="recall@k of similar items over true match pairs")
     evaluate.add_argument("--pairs", required=True, help="similar_items.parquet")

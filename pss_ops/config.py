@@ -127,6 +127,36 @@ class QualityConfig(_Strict):
     seed: int = 0
 
 
+BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report"]
+
+
+class BatchStepResources(_Strict):
+    """Where and how big one step's AWS Batch jobs are; unset queue/definition fall back to the defaults."""
+
+    job_queue: str | None = None
+    job_definition: str | None = None
+    vcpus: int = Field(1, ge=1, le=256)
+    memory_mib: int = Field(2048, ge=128)
+    gpus: int = Field(0, ge=0, le=8)
+
+
+class BatchConfig(_Strict):
+    """AWS Batch settings per step; partitions are handed to array jobs in chunks (paper §4.2.2)."""
+
+    job_queue: str
+    job_definition: str
+    # Partitions per array job. Airflow maps at most 1024 tasks, Batch arrays hold at most 10,000.
+    chunk_size: int = Field(100, ge=1, le=10_000)
+    steps: dict[BatchStep, BatchStepResources] = {}
+
+    def resources(self, step: BatchStep) -> BatchStepResources:
+        """A step's resources with the default queue and job definition filled in."""
+        own = self.steps.get(step, BatchStepResources())
+        return own.model_copy(
+            update={"job_queue": own.job_queue or self.job_queue, "job_definition": own.job_definition or self.job_definition}
+        )
+
+
 class AppConfig(_Strict):
     """One application's definition of 'similar' and how to compute it."""
 
@@ -140,6 +170,11 @@ class AppConfig(_Strict):
     post_filter: PostFilterConfig = PostFilterConfig()
     cache: CacheConfig = CacheConfig()
     quality: QualityConfig = QualityConfig()
+    # The catalog the scheduled refresh reads (local path relative to this file, or s3://).
+    catalog_uri: str | None = None
+    # Where runs live (local path or s3://); runs go under <runs_uri>/<application>/<snapshot_date>/<run_id>.
+    runs_uri: str | None = None
+    batch: BatchConfig | None = None
 
     @model_validator(mode="after")
     def _unique_feature_names(self) -> AppConfig:
@@ -180,6 +215,18 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def with_k(config: AppConfig, k: int | None) -> AppConfig:
+    """The config with k overridden (validated); k is not part of the model id."""
+    if k is None or k == config.k:
+        return config
+    return parse_config({**config.model_dump(mode="json"), "k": k}, "k override")
+
+
+def dump_config(config: AppConfig) -> str:
+    """The config as YAML that load_config reads back to an equal config."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
 def parse_config(data: Any, source: str = "<dict>") -> AppConfig:
     """Validate a config mapping; ConfigError names every bad key."""
     if not isinstance(data, dict):
@@ -191,10 +238,12 @@ def parse_config(data: Any, source: str = "<dict>") -> AppConfig:
 
 
 def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a YAML config file."""
-    path = Path(path)
+    """Read and validate a YAML config file, local or s3://."""
+    from pss_ops import storage
+
+    path = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_text(path)
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
     try:

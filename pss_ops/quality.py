@@ -1,69 +1,127 @@
-"""Search quality: recall@k of the partitioned HNSW search against exact brute force on a query sample."""
+"""Search quality: recall@k against exact brute force on a query sample, before and after the post-filter."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from pss_ops import storage
-from pss_ops.manifests import EmbeddedPartition, QueriedPartition, RunContext
+from pss_ops.config import PostFilterConfig
+from pss_ops.manifests import EmbeddedPartition, FilteredPartition, QueriedPartition, RunContext
 from pss_ops.merge import merge_topk
 from pss_ops.steps.embed import read_vectors
 
 log = logging.getLogger(__name__)
 
 TIE_TOLERANCE = 1e-5
+EXCLUDED = -np.inf
 
 
-def exact_topk(queries: np.ndarray, partitions: list[EmbeddedPartition], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over the partitions, streamed one partition at a time."""
+def _objects(table: pa.Table, column: str) -> np.ndarray:
+    return np.asarray(table.column(column).to_pylist(), dtype=object)
 
-    def per_partition():
+
+def _allowed(rules: PostFilterConfig, queries: pa.Table, candidates: pa.Table) -> np.ndarray:
+    """Pairwise (query × candidate) post-filter verdicts, with the rules of post_filter.filter_mask."""
+    allowed = _objects(queries, "item_id")[:, None] != _objects(candidates, "item_id")[None, :]
+    for attribute in (*rules.same, *rules.different):
+        q = _objects(queries, attribute)[:, None]
+        c = _objects(candidates, attribute)[None, :]
+        known = (q != None) & (c != None)  # noqa: E711
+        allowed &= known & ((q == c) if attribute in rules.same else (q != c))
+    return allowed
+
+
+def exact_topk(
+    queries: np.ndarray,
+    partitions: list[EmbeddedPartition],
+    k: int,
+    *,
+    query_rows: pa.Table | None = None,
+    rules: PostFilterConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k over the partitions, streamed one partition at a time.
+
+    With rules (and the queries' id/attribute rows), candidates the post-filter would drop are excluded.
+    """
+
+    def per_partition() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         offset = 0
         for part in partitions:
-            _, vectors = read_vectors(part.uri)
+            ids, vectors = read_vectors(part.uri)
             scores = queries @ vectors.T
+            if rules is not None and query_rows is not None:
+                scores = np.where(_allowed(rules, query_rows, ids) & (scores >= rules.min_score), scores, EXCLUDED)
             take = min(k, scores.shape[1])
             top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-            yield np.take_along_axis(scores, top, axis=1), top + offset
+            yield np.take_along_axis(scores, top, axis=1).astype(np.float32), top + offset
             offset += part.rows
 
     return merge_topk(per_partition(), len(queries), k)
 
 
-def sampled_recall(ctx: RunContext, embedded: list[EmbeddedPartition], queried: list[QueriedPartition]) -> dict[str, float | int | str]:
-    """Recall@k of the search output (before post-filtering) against brute force; ties count as hits."""
+def _hits(found: dict[str, np.ndarray], item_ids: np.ndarray, exact: np.ndarray) -> tuple[int, int]:
+    """Found scores at least the exact k-th score (ties count) over the exact results that exist."""
+    hits = wanted = 0
+    for item, row in zip(item_ids, exact):
+        row = row[np.isfinite(row) & (row > -1e30)]
+        if len(row):
+            hits += int(np.sum(found.get(item, np.zeros(0)) >= row[-1] - TIE_TOLERANCE))
+            wanted += len(row)
+    return hits, wanted
+
+
+def sampled_recall(
+    ctx: RunContext,
+    embedded: list[EmbeddedPartition],
+    queried: list[QueriedPartition],
+    filtered: list[FilteredPartition] | None = None,
+) -> dict[str, float | int | str]:
+    """Recall@k of the search (before the post-filter) and of the published rows (after it) against brute force."""
     k = ctx.config.k
+    rules = ctx.config.post_filter
     sample_size = ctx.config.quality.recall_sample
     total = sum(p.rows for p in embedded)
     if sample_size == 0 or total == 0:
-        return {"recall_at_k": float("nan"), "k": k, "sample_queries": 0}
+        return {"recall_at_k": float("nan"), "filtered_recall_at_k": float("nan"), "k": k, "sample_queries": 0}
     rng = np.random.default_rng(ctx.config.quality.seed)
     picks = np.sort(rng.choice(total, size=min(sample_size, total), replace=False))
-    found, wanted = 0, 0
+    search = [0, 0]
+    published = [0, 0]
     offset = 0
-    by_name = {q.name: q for q in queried}
+    queried_by_name = {q.name: q for q in queried}
+    filtered_by_name = {f.name: f for f in filtered or []}
     for part in embedded:
         local = picks[(picks >= offset) & (picks < offset + part.rows)] - offset
         offset += part.rows
         if len(local) == 0:
             continue
         ids, vectors = read_vectors(part.uri)
-        item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=object)[local]
+        rows, sample = ids.take(pa.array(local)), vectors[local]
+        item_ids = _objects(rows, "item_id")
         scope = [p for p in embedded if p.scope == part.scope]
-        exact_scores, _ = exact_topk(vectors[local], scope, k + 1)
-        results = storage.read_parquet(by_name[part.name].uri, columns=["query_item_id", "score", "search_rank"]).to_pandas()
+        # The query itself is the exact top-1; the search output excludes it.
+        exact, _ = exact_topk(sample, scope, k + 1)
+        results = storage.read_parquet(queried_by_name[part.name].uri, columns=["query_item_id", "score", "search_rank"]).to_pandas()
         results = results[results["search_rank"] <= k].groupby("query_item_id")["score"].apply(np.asarray)
-        for row, item in enumerate(item_ids):
-            # The query itself is the exact top-1; the search output excludes it.
-            others = exact_scores[row][1:]
-            others = others[np.isfinite(others) & (others > -1e30)]
-            if len(others) == 0:
-                continue
-            approx = results.get(item, np.zeros(0))
-            found += int(np.sum(approx >= others[-1] - TIE_TOLERANCE))
-            wanted += len(others)
-    recall = found / wanted if wanted else float("nan")
-    log.info("search recall@%d on %d sampled queries: %.4f", k, len(picks), recall)
-    return {"recall_at_k": round(recall, 5), "k": k, "sample_queries": int(len(picks)), "method": "exact brute force, ties counted as hits"}
+        hit, want = _hits(results.to_dict(), item_ids, exact[:, 1:])
+        search = [search[0] + hit, search[1] + want]
+        if part.name in filtered_by_name:
+            exact_filtered, _ = exact_topk(sample, scope, k, query_rows=rows, rules=rules)
+            final = storage.read_parquet(filtered_by_name[part.name].uri, columns=["query_item_id", "score"]).to_pandas()
+            final_scores = final.groupby("query_item_id")["score"].apply(np.asarray).to_dict()
+            hit, want = _hits(final_scores, item_ids, exact_filtered)
+            published = [published[0] + hit, published[1] + want]
+    recall = search[0] / search[1] if search[1] else float("nan")
+    filtered_recall = published[0] / published[1] if published[1] else float("nan")
+    log.info("recall@%d on %d sampled queries: search %.4f, published after filter %.4f", k, len(picks), recall, filtered_recall)
+    return {
+        "recall_at_k": round(recall, 5),
+        "filtered_recall_at_k": round(filtered_recall, 5),
+        "k": k,
+        "sample_queries": int(len(picks)),
+        "method": "exact brute force over the scope, ties counted as hits; filtered = with the post-filter applied",
+    }

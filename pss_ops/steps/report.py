@@ -32,7 +32,7 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
         queried = [QueriedPartition.read(layout.query_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
         filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
         published = PublishResult.read(layout.publish_manifest(ctx.run_uri))
-        quality = sampled_recall(ctx, embedded, queried)
+        quality = sampled_recall(ctx, embedded, queried, filtered)
 
     removed: dict[str, int] = {}
     for f in filtered:

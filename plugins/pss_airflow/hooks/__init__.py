@@ -1,0 +1,1 @@
+"""Hooks: connections turned into clients and environments for `pss step` workers."""

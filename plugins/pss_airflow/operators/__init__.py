@@ -1,0 +1,1 @@
+"""Operators: run `pss step` commands locally or as AWS Batch (array) jobs."""

@@ -1,0 +1,168 @@
+"""Operators that run one `pss step` over a chunk of partitions: locally, or as an AWS Batch array job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.batch import BatchOperator
+from airflow.sdk import Asset, BaseOperator, Context
+
+from pss_airflow.hooks.pss_aws import PssAwsHook
+
+# Consumer DAGs schedule on this; each event names the (application, date, category) partitions published.
+SIMILAR_ITEMS_ASSET = Asset(name="similar_items", uri="pss://warehouse/similar_items", group="pss")
+
+
+def _partitions(step: str, chunk: dict[str, int] | None) -> tuple[int | None, int]:
+    from pss_ops.fanout import PARTITIONED_STEPS
+
+    if step not in PARTITIONED_STEPS:
+        return None, 1
+    if not chunk:
+        raise ValueError(f"step {step!r} runs per partition and needs a chunk {{offset, size}}")
+    return int(chunk["offset"]), int(chunk["size"])
+
+
+class _PublishesSimilarItems:
+    """After a successful publish, record an asset event with partition keys and the run's figures."""
+
+    step: str
+    run_uri: str
+    aws_conn_id: str | None
+
+    def _emit_similar_items_event(self, context: Context) -> None:
+        if self.step != "publish":
+            return
+        from pss_ops import layout, storage
+        from pss_ops.manifests import PublishResult, RunContext
+
+        if storage.is_s3(self.run_uri):
+            PssAwsHook(aws_conn_id=self.aws_conn_id).configure_storage()
+        run = RunContext.read(layout.context(self.run_uri))
+        published = PublishResult.read(layout.publish_manifest(self.run_uri))
+        event = context["outlet_events"][SIMILAR_ITEMS_ASSET]
+        event.extra = {
+            "application": run.application,
+            "snapshot_date": run.snapshot_date.isoformat(),
+            "categories": list(published.categories),
+            "rows": published.rows,
+            "run_uri": run.run_uri,
+            "table": published.table,
+        }
+        event.add_partitions([f"{run.application}/{run.snapshot_date.isoformat()}/{c}"[:250] for c in published.categories])
+
+
+class PssLocalStepOperator(_PublishesSimilarItems, BaseOperator):
+    """Run `pss step STEP` on this machine, one process per partition of the chunk, in parallel."""
+
+    template_fields: Sequence[str] = ("run_uri", "chunk", "extra_arguments", "environment")
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        run_uri: str,
+        chunk: dict[str, int] | None = None,
+        extra_arguments: Sequence[str] = (),
+        max_parallel: int = 2,
+        aws_conn_id: str | None = "aws_default",
+        use_aws: bool = False,
+        environment: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.run_uri = run_uri
+        self.chunk = chunk
+        self.extra_arguments = extra_arguments
+        self.max_parallel = max_parallel
+        self.aws_conn_id = aws_conn_id
+        self.use_aws = use_aws
+        self.environment = environment or {}
+
+    def execute(self, context: Context) -> None:
+        from pss_ops.fanout import step_arguments
+        from pss_ops.local_executor import pss_command, run_commands
+
+        offset, size = _partitions(self.step, self.chunk)
+        if offset is None:
+            commands = [pss_command([*step_arguments(self.step, self.run_uri), *self.extra_arguments])]
+        else:
+            commands = [pss_command(step_arguments(self.step, self.run_uri, offset=p)) for p in range(offset, offset + size)]
+        env = {k: v for k, v in self.environment.items() if v}
+        if self.use_aws:
+            env.update(PssAwsHook(aws_conn_id=self.aws_conn_id).step_environment())
+        self.log.info("pss step %s: %d command(s), up to %d at a time", self.step, len(commands), self.max_parallel)
+        run_commands(commands, max_parallel=self.max_parallel, env=env)
+        self._emit_similar_items_event(context)
+
+
+class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
+    """Submit `pss step STEP` as one AWS Batch job; a chunk of several partitions becomes an array job.
+
+    Each array child reads AWS_BATCH_JOB_ARRAY_INDEX and adds it to --partition-offset.
+    """
+
+    template_fields: Sequence[str] = (*BatchOperator.template_fields, "run_uri", "chunk", "extra_arguments", "environment")
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        run_uri: str,
+        application: str,
+        resources: dict[str, Any],
+        chunk: dict[str, int] | None = None,
+        extra_arguments: Sequence[str] = (),
+        environment: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            job_name=f"pss-{application}-{step}",
+            job_queue=resources["job_queue"],
+            job_definition=resources["job_definition"],
+            **kwargs,
+        )
+        self.step = step
+        self.run_uri = run_uri
+        self.application = application
+        self.resources = resources
+        self.chunk = chunk
+        self.extra_arguments = extra_arguments
+        self.environment = environment or {}
+
+    def _container_overrides(self, offset: int | None, array: bool) -> dict[str, Any]:
+        from pss_ops.fanout import step_arguments
+
+        requirements = [
+            {"type": "VCPU", "value": str(self.resources.get("vcpus", 1))},
+            {"type": "MEMORY", "value": str(self.resources.get("memory_mib", 2048))},
+        ]
+        if self.resources.get("gpus"):
+            requirements.append({"type": "GPU", "value": str(self.resources["gpus"])})
+        return {
+            # The image's entry point is `pss step`, so the command is the step's arguments.
+            "command": [*step_arguments(self.step, self.run_uri, offset=offset, array=array), *self.extra_arguments],
+            "environment": [{"name": k, "value": v} for k, v in sorted(self.environment.items()) if v],
+            "resourceRequirements": requirements,
+        }
+
+    def execute(self, context: Context) -> str | None:
+        from pss_ops.fanout import job_name
+
+        offset, size = _partitions(self.step, self.chunk)
+        # Batch arrays need at least 2 children; a single partition is a plain job.
+        array = size > 1
+        self.array_properties = {"size": size} if array else None
+        self.container_overrides = self._container_overrides(offset, array)
+        self.job_name = job_name(self.application, self.step, context["run_id"], offset)
+        job_id = super().execute(context)
+        if not self.deferrable:
+            self._emit_similar_items_event(context)
+        return job_id
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        job_id = super().execute_complete(context, event)
+        self._emit_similar_items_event(context)
+        return job_id

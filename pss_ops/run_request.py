@@ -1,0 +1,94 @@
+"""What an orchestrator needs before `pss step plan`: the run's URI, its frozen config and the plan arguments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pss_ops import storage
+from pss_ops.config import dump_config, load_config, with_k
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One orchestrated run, as plain data an Airflow task can pass on through XCom."""
+
+    application: str
+    snapshot_date: str
+    run_id: str
+    run_uri: str
+    config_uri: str
+    catalog_uri: str
+    cache_uri: str
+    warehouse_url: str | None
+    categories: list[str]
+    plan_arguments: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def safe_run_id(run_id: str) -> str:
+    """An orchestrator's run id made safe for paths and S3 keys ('scheduled__2026-11-20T00:00:00+00:00')."""
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", run_id)
+
+
+def _resolve(uri: str, base: Path) -> str:
+    if storage.is_s3(uri) or Path(uri).is_absolute():
+        return uri
+    return str((base / uri).resolve())
+
+
+def prepare_run(
+    config_path: str,
+    *,
+    run_id: str,
+    snapshot_date: dt.date,
+    runs_uri: str | None = None,
+    cache_uri: str | None = None,
+    categories: list[str] | None = None,
+    full_refresh: bool = False,
+    k: int | None = None,
+) -> RunRequest:
+    """Freeze the config into the run directory and build the plan step's arguments."""
+    config = with_k(load_config(config_path), k)
+    base = Path(config_path).resolve().parent if not storage.is_s3(config_path) else Path.cwd()
+    if not config.catalog_uri:
+        raise ValueError(f"config {config_path} sets no catalog_uri; the scheduled refresh needs one")
+    catalog_uri = _resolve(config.catalog_uri, base)
+    root = runs_uri or (config.runs_uri and _resolve(config.runs_uri, base))
+    if not root:
+        raise ValueError("no runs location: set PSS_RUNS_URI or runs_uri in the config")
+    root = storage.absolute(root)
+    cache = cache_uri or config.cache.uri
+    if not cache:
+        if storage.is_s3(root):
+            raise ValueError("runs on S3 need a shared embedding cache: set PSS_CACHE_URI=dynamodb://TABLE or cache.uri")
+        cache = storage.join(root, "cache", "embeddings.sqlite")
+    warehouse = None if storage.is_s3(root) else f"sqlite:///{storage.join(root, 'warehouse.sqlite')}"
+    run_id = safe_run_id(run_id)
+    day = snapshot_date.isoformat()
+    run_uri = storage.join(root, config.application, day, run_id)
+    config_uri = storage.join(run_uri, "config.yaml")
+    storage.write_text(config_uri, dump_config(config))
+    wanted = sorted(dict.fromkeys(c.strip() for c in categories or [] if c.strip()))
+    arguments = ["--config", config_uri, "--catalog", catalog_uri, "--snapshot-date", day, "--run-id", run_id, "--cache-uri", cache]
+    if wanted:
+        arguments += ["--categories", ",".join(wanted)]
+    if full_refresh:
+        arguments.append("--full-refresh")
+    return RunRequest(
+        application=config.application,
+        snapshot_date=day,
+        run_id=run_id,
+        run_uri=run_uri,
+        config_uri=config_uri,
+        catalog_uri=catalog_uri,
+        cache_uri=cache,
+        warehouse_url=warehouse,
+        categories=wanted,
+        plan_arguments=arguments,
+    )
