@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,6 +20,16 @@ import yaml
 from pss_ops.config import AppConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its settings when first imported, so the test instance is configured here, before
+# any test module imports it: a throwaway AIRFLOW_HOME with a SQLite metadata DB, this repo's DAGs.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="pss-airflow-home-")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+os.environ.pop("AIRFLOW_CONN_AWS_DEFAULT", None)
+sys.path.insert(0, str(ROOT / "plugins"))
 DATA = ROOT / "data" / "amazon_google"
 EXAMPLE_CONFIG = ROOT / "examples" / "near_identical.yaml"
 CATEGORIES = ("group_a", "group_b")
@@ -147,3 +160,11 @@ def private_cache(ag_run: Run, shared_cache_path: Path, tmp_path: Path) -> Path:
         if source.exists():
             shutil.copy(source, f"{target}{suffix}")
     return target
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh Airflow metadata DB (SQLite) in the session's AIRFLOW_HOME, set above."""
+    from airflow.utils import db
+
+    db.resetdb()

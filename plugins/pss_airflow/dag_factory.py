@@ -73,7 +73,8 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
         description=config.description or f"Product similarity for {config.application}",
         doc_md=DOC_MD.format(application=config.application, description=config.description, executor=executor, config_path=config_path),
         schedule="@daily",
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        # Early, so backfills can reach old snapshot dates; catchup stays off for the daily schedule.
+        start_date=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=2,
         tags=["pss", "similarity", config.application, executor],
@@ -130,14 +131,21 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
 
         def operator(step: str, task_id: str, **kwargs: Any) -> dict[str, Any]:
             """The operator class and its arguments for one step, for the configured executor."""
-            common = {"task_id": task_id, "step": step, "run_uri": run_uri, "aws_conn_id": settings.aws_conn_id, **kwargs}
+            common = {
+                "task_id": task_id,
+                "step": step,
+                "run_uri": run_uri,
+                "aws_conn_id": settings.aws_conn_id,
+                "warehouse_conn_id": settings.warehouse_conn_id,
+                **kwargs,
+            }
             if executor == "batch":
                 assert config.batch is not None
                 return {
                     "cls": PssBatchStepOperator,
                     **common,
                     "application": config.application,
-                    "resources": config.batch.resources(task_id).model_dump(),  # type: ignore[arg-type]
+                    "batch_resources": config.batch.resources(task_id).model_dump(),  # type: ignore[arg-type]
                     "deferrable": True,
                     "poll_interval": 5,
                 }
@@ -151,8 +159,6 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
             arguments = operator(step, task_id)
             return arguments.pop("cls").partial(**arguments).expand(chunk=over)
 
-        from pss_airflow.hooks.warehouse import warehouse_url
-
         plan = single("plan", "plan", extra_arguments=run["plan_arguments"])
         catalog_chunks = chunks.override(task_id="catalog_chunks")(run_uri, "catalog")
         embed = mapped("embed", "embed", catalog_chunks)
@@ -160,13 +166,8 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
         index_chunks = chunks.override(task_id="index_chunks")(run_uri, "index")
         build_index = mapped("build-index", "build_index", index_chunks)
         search = mapped("search", "search", catalog_chunks)
-        # The connection wins; without one, a local run publishes to SQLite beside its runs.
-        publish = single(
-            "publish",
-            "publish",
-            environment={"PSS_WAREHOUSE_URL": warehouse_url(settings.warehouse_conn_id) or run["warehouse_url"]},
-            outlets=[SIMILAR_ITEMS_ASSET],
-        )
+        # The warehouse connection wins; without one, a local run publishes to SQLite beside its runs.
+        publish = single("publish", "publish", default_warehouse_url=run["warehouse_url"], outlets=[SIMILAR_ITEMS_ASSET])
         report = single("report", "report")
 
         plan >> catalog_chunks >> embed >> plan_index >> index_chunks >> build_index >> search >> publish >> report

@@ -25,11 +25,25 @@ def _partitions(step: str, chunk: dict[str, int] | None) -> tuple[int | None, in
 
 
 class _PublishesSimilarItems:
-    """After a successful publish, record an asset event with partition keys and the run's figures."""
+    """Publish-step duties: the warehouse URL for the worker, and an asset event after success."""
 
     step: str
     run_uri: str
     aws_conn_id: str | None
+    warehouse_conn_id: str | None
+    default_warehouse_url: str | None
+    environment: dict[str, str]
+
+    def _step_environment(self) -> dict[str, str]:
+        env = {k: v for k, v in self.environment.items() if v}
+        if self.step == "publish":
+            from pss_airflow.hooks.warehouse import warehouse_url
+
+            # Read at run time, never at parse time: the URL may carry a password.
+            url = (self.warehouse_conn_id and warehouse_url(self.warehouse_conn_id)) or self.default_warehouse_url
+            if url:
+                env["PSS_WAREHOUSE_URL"] = url
+        return env
 
     def _emit_similar_items_event(self, context: Context) -> None:
         if self.step != "publish":
@@ -56,7 +70,7 @@ class _PublishesSimilarItems:
 class PssLocalStepOperator(_PublishesSimilarItems, BaseOperator):
     """Run `pss step STEP` on this machine, one process per partition of the chunk, in parallel."""
 
-    template_fields: Sequence[str] = ("run_uri", "chunk", "extra_arguments", "environment")
+    template_fields: Sequence[str] = ("run_uri", "chunk", "extra_arguments", "environment", "default_warehouse_url")
 
     def __init__(
         self,
@@ -69,9 +83,13 @@ class PssLocalStepOperator(_PublishesSimilarItems, BaseOperator):
         aws_conn_id: str | None = "aws_default",
         use_aws: bool = False,
         environment: dict[str, str] | None = None,
+        warehouse_conn_id: str | None = None,
+        default_warehouse_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.warehouse_conn_id = warehouse_conn_id
+        self.default_warehouse_url = default_warehouse_url
         self.step = step
         self.run_uri = run_uri
         self.chunk = chunk
@@ -90,7 +108,7 @@ class PssLocalStepOperator(_PublishesSimilarItems, BaseOperator):
             commands = [pss_command([*step_arguments(self.step, self.run_uri), *self.extra_arguments])]
         else:
             commands = [pss_command(step_arguments(self.step, self.run_uri, offset=p)) for p in range(offset, offset + size)]
-        env = {k: v for k, v in self.environment.items() if v}
+        env = self._step_environment()
         if self.use_aws:
             env.update(PssAwsHook(aws_conn_id=self.aws_conn_id).step_environment())
         self.log.info("pss step %s: %d command(s), up to %d at a time", self.step, len(commands), self.max_parallel)
@@ -104,7 +122,14 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
     Each array child reads AWS_BATCH_JOB_ARRAY_INDEX and adds it to --partition-offset.
     """
 
-    template_fields: Sequence[str] = (*BatchOperator.template_fields, "run_uri", "chunk", "extra_arguments", "environment")
+    template_fields: Sequence[str] = (
+        *BatchOperator.template_fields,
+        "run_uri",
+        "chunk",
+        "extra_arguments",
+        "environment",
+        "default_warehouse_url",
+    )
 
     def __init__(
         self,
@@ -112,22 +137,26 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
         step: str,
         run_uri: str,
         application: str,
-        resources: dict[str, Any],
+        batch_resources: dict[str, Any],
         chunk: dict[str, int] | None = None,
         extra_arguments: Sequence[str] = (),
         environment: dict[str, str] | None = None,
+        warehouse_conn_id: str | None = None,
+        default_warehouse_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             job_name=f"pss-{application}-{step}",
-            job_queue=resources["job_queue"],
-            job_definition=resources["job_definition"],
+            job_queue=batch_resources["job_queue"],
+            job_definition=batch_resources["job_definition"],
             **kwargs,
         )
+        self.warehouse_conn_id = warehouse_conn_id
+        self.default_warehouse_url = default_warehouse_url
         self.step = step
         self.run_uri = run_uri
         self.application = application
-        self.resources = resources
+        self.batch_resources = batch_resources
         self.chunk = chunk
         self.extra_arguments = extra_arguments
         self.environment = environment or {}
@@ -136,15 +165,15 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
         from pss_ops.fanout import step_arguments
 
         requirements = [
-            {"type": "VCPU", "value": str(self.resources.get("vcpus", 1))},
-            {"type": "MEMORY", "value": str(self.resources.get("memory_mib", 2048))},
+            {"type": "VCPU", "value": str(self.batch_resources.get("vcpus", 1))},
+            {"type": "MEMORY", "value": str(self.batch_resources.get("memory_mib", 2048))},
         ]
-        if self.resources.get("gpus"):
-            requirements.append({"type": "GPU", "value": str(self.resources["gpus"])})
+        if self.batch_resources.get("gpus"):
+            requirements.append({"type": "GPU", "value": str(self.batch_resources["gpus"])})
         return {
             # The image's entry point is `pss step`, so the command is the step's arguments.
             "command": [*step_arguments(self.step, self.run_uri, offset=offset, array=array), *self.extra_arguments],
-            "environment": [{"name": k, "value": v} for k, v in sorted(self.environment.items()) if v],
+            "environment": [{"name": k, "value": v} for k, v in sorted(self._step_environment().items())],
             "resourceRequirements": requirements,
         }
 
@@ -158,8 +187,8 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
         self.container_overrides = self._container_overrides(offset, array)
         self.job_name = job_name(self.application, self.step, context["run_id"], offset)
         job_id = super().execute(context)
-        if not self.deferrable:
-            self._emit_similar_items_event(context)
+        # Reached only when the job finished without deferring (or the operator waited for it).
+        self._emit_similar_items_event(context)
         return job_id
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
