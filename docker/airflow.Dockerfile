@@ -62,6 +62,7 @@ RUN pip install --constraint /tmp/pss-wheels/requirements.lock \
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 examples/ /opt/airflow/examples/
+COPY --chown=airflow:0 data/ /opt/airflow/data/
 
 # The text model ships inside a Python package; tasks that run `pss step` locally must never download.
 ENV HF_HUB_OFFLINE=1 \

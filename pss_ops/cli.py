@@ -55,7 +55,7 @@ def _pick(items: tuple[Any, ...], number: int, what: str) -> Any:
     return items[number]
 
 
-def _print_summary(summary: dict[str, Any], out_dir: str) -> None:
+def _print_summary(summary: dict[str, Any], outputs: str) -> None:
     counts, cache, search = summary["counts"], summary["cache"], summary["search"]
     lines = [
         f"application      {summary['application']}  (model {summary['model_id']}, snapshot {summary['snapshot_date']})",
@@ -66,8 +66,9 @@ def _print_summary(summary: dict[str, Any], out_dir: str) -> None:
         f"search recall@{search['k']}  {search['recall_at_k']} before the post-filter, {search.get('filtered_recall_at_k')} after it, "
         f"against exact brute force on {search['sample_queries']} queries",
         f"published        {counts['rows_published']} rows for {counts['queries']} queries ({counts['queries_short_of_k']} short of k)",
-        "seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["wall_seconds"].items()),
-        f"outputs          {out_dir}/similar_items.parquet, run_summary.json, rejects.csv; warehouse {summary['publish']['warehouse']}",
+        "seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in summary.get("wall_seconds", summary["step_seconds"]).items()),
+        f"outputs          {outputs}",
+        f"warehouse        {summary['publish']['warehouse']} (table {summary['publish']['table']})",
     ]
     print("\n".join(lines))
 
@@ -91,7 +92,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         full_refresh=args.full_refresh,
     )
-    _print_summary(summary, args.out)
+    _print_summary(summary, f"{args.out}/similar_items.parquet, run_summary.json, rejects.csv")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print the newest run summary under a local directory (a run, or a folder of runs)."""
+    found = sorted(Path(args.runs).glob("**/report/run_summary.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"pss summary: no report/run_summary.json under {args.runs}")
+    summary = json.loads(found[-1].read_text(encoding="utf-8"))
+    _print_summary(summary, f"{summary['publish']['parquet_uri']}; summary {found[-1]}")
     return 0
 
 
@@ -221,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--warehouse-url", help=f"publish only (env {WAREHOUSE_ENV})")
     step.set_defaults(func=cmd_step)
 
+    summary = sub.add_parser("summary", help="print the newest run summary under a local directory")
+    summary.add_argument("--runs", required=True, help="a run directory or a folder of runs")
+    summary.set_defaults(func=cmd_summary)
+
     cache = sub.add_parser("cache", help="embedding cache maintenance")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     purge = cache_sub.add_parser("purge", help="delete every cached embedding of a retired model id")
@@ -245,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # faiss logs each CPU-feature probe at INFO; that is noise in every step's log.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if args.command == "step" and args.step == "plan" and not (args.config and args.catalog):
         raise SystemExit("pss step plan: --config and --catalog are required")
     try:

@@ -404,7 +404,9 @@ def test_airflow_services_share_metadata_db_and_secrets(services: dict[str, Any]
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "pss-local-development-jwt-secret", "the JWT secret's default did not resolve"
     aws = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"] or "")
     assert aws["conn_type"] == "aws" and aws["extra"] == {"endpoint_url": "http://aws:5000", "region_name": "us-east-1"}
-    assert re.fullmatch(r"postgresql\+psycopg://[^@/]+@postgres:5432/warehouse", env["AIRFLOW_CONN_PSS_WAREHOUSE"] or "")
+    warehouse = json.loads(env["AIRFLOW_CONN_PSS_WAREHOUSE"] or "{}")
+    assert warehouse["conn_type"] == "postgres"
+    assert (warehouse["host"], warehouse["port"], warehouse["schema"]) == ("postgres", 5432, "warehouse")
     assert env["PSS_RUNS_URI"] == "s3://pss-runs/runs" and env["PSS_CACHE_URI"] == "dynamodb://pss-embeddings"
 
 

@@ -187,8 +187,9 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
         self.container_overrides = self._container_overrides(offset, array)
         self.job_name = job_name(self.application, self.step, context["run_id"], offset)
         job_id = super().execute(context)
-        # Reached only when the job finished without deferring (or the operator waited for it).
-        self._emit_similar_items_event(context)
+        # Finished only if it completed without deferring or the operator waited; else it was just submitted.
+        if self.deferrable or self.wait_for_completion:
+            self._emit_similar_items_event(context)
         return job_id
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:

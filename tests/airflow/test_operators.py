@@ -1,0 +1,378 @@
+"""Operators by the exact call they make (submit_job kwargs, local commands), and the fan-out and run-request helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pss_ops.config import AppConfig, ConfigError, load_config, with_k
+from pss_ops.fanout import MAX_ARRAY_SIZE, MAX_MAPPED_TASKS, chunk_partitions, job_name
+from pss_ops.local_executor import StepFailedError, run_commands
+from pss_ops.run_request import prepare_run, safe_run_id
+from tests.conftest import write_config
+
+RUN = "s3://pss-bucket/runs/near_identical/2024-05-01/scheduled__2024-05-01T00_00_00_00_00"
+RUN_ID = "scheduled__2024-05-01T00:00:00+00:00"
+RESOURCES = {"job_queue": "pss-gpu", "job_definition": "pss-step:3", "vcpus": 4, "memory_mib": 8192, "gpus": 1}
+WAREHOUSE_CONN = '{"conn_type":"postgres","host":"db","login":"u","password":"p w","port":5432,"schema":"wh"}'
+AWS_CONN = {
+    "conn_type": "aws",
+    "login": "AKIDPSSTEST",
+    "password": "pss/secret+key",
+    "extra": {"endpoint_url": "http://127.0.0.1:5999", "region_name": "eu-west-1"},
+}
+
+
+# PssBatchStepOperator
+
+
+class _BatchClient:
+    """Stands in for the boto3 Batch client: records submit_job."""
+
+    def __init__(self) -> None:
+        self.submitted: list[dict[str, Any]] = []
+
+    def submit_job(self, **kwargs: Any) -> dict[str, str]:
+        self.submitted.append(kwargs)
+        return {"jobId": "j-1", "jobName": "x", "jobArn": "arn"}
+
+
+class _TaskInstance:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+@pytest.fixture
+def batch_client(monkeypatch: pytest.MonkeyPatch) -> _BatchClient:
+    from airflow.providers.amazon.aws.hooks.batch_client import BatchClientHook
+
+    client = _BatchClient()
+    monkeypatch.setattr(BatchClientHook, "client", property(lambda self: client))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(AWS_CONN))
+    monkeypatch.delenv("AIRFLOW_CONN_PSS_WAREHOUSE", raising=False)
+    return client
+
+
+def _batch_operator(step: str, chunk: dict[str, int] | None = None, **kwargs: Any) -> Any:
+    from pss_airflow.operators.pss_step import PssBatchStepOperator
+
+    return PssBatchStepOperator(
+        task_id=step.replace("-", "_"),
+        step=step,
+        run_uri=RUN,
+        application="near_identical",
+        batch_resources=dict(RESOURCES),
+        chunk=chunk,
+        aws_conn_id="aws_default",
+        deferrable=False,
+        wait_for_completion=False,
+        **kwargs,
+    )
+
+
+def _execute(operator: Any) -> tuple[str | None, _TaskInstance]:
+    ti = _TaskInstance()
+    return operator.execute({"run_id": RUN_ID, "ti": ti}), ti
+
+
+def test_batch_chunk_becomes_array_job_with_exact_submit_call(batch_client: _BatchClient) -> None:
+    operator = _batch_operator("embed", {"offset": 6, "size": 3})
+    job_id, ti = _execute(operator)
+
+    assert job_id == "j-1"
+    (call,) = batch_client.submitted
+    assert call["jobName"] == job_name("near_identical", "embed", RUN_ID, 6)
+    assert call["jobName"] == "pss-near_identical-embed-scheduled__2024-05-01T00-00-00-00-00-6"
+    assert call["jobQueue"] == "pss-gpu"
+    assert call["jobDefinition"] == "pss-step:3"
+    assert call["arrayProperties"] == {"size": 3}
+    overrides = call["containerOverrides"]
+    assert overrides["command"] == ["embed", "--run-uri", RUN, "--partition-offset", "6"]
+    assert overrides["resourceRequirements"] == [
+        {"type": "VCPU", "value": "4"},
+        {"type": "MEMORY", "value": "8192"},
+        {"type": "GPU", "value": "1"},
+    ]
+    assert overrides["environment"] == []
+    assert not {"ecsPropertiesOverride", "eksPropertiesOverride", "nodeOverrides"} & set(call)
+    # The job-details link was persisted for the submitted job.
+    assert any(value.get("job_id") == "j-1" for value in ti.xcom.values())
+
+
+def test_batch_single_partition_is_a_plain_job(batch_client: _BatchClient) -> None:
+    _execute(_batch_operator("embed", {"offset": 6, "size": 1}))
+    (call,) = batch_client.submitted
+    assert "arrayProperties" not in call
+    assert call["containerOverrides"]["command"] == ["embed", "--run-uri", RUN, "--partition", "6"]
+    assert call["jobName"].endswith("-embed-scheduled__2024-05-01T00-00-00-00-00-6")
+
+
+def test_batch_without_gpus_requests_no_gpu(batch_client: _BatchClient) -> None:
+    from pss_airflow.operators.pss_step import PssBatchStepOperator
+
+    operator = PssBatchStepOperator(
+        task_id="search",
+        step="search",
+        run_uri=RUN,
+        application="near_identical",
+        batch_resources={"job_queue": "q", "job_definition": "d"},
+        chunk={"offset": 0, "size": 2},
+        deferrable=False,
+        wait_for_completion=False,
+    )
+    _execute(operator)
+    (call,) = batch_client.submitted
+    assert call["containerOverrides"]["resourceRequirements"] == [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}]
+
+
+def test_batch_partitioned_step_without_chunk_is_refused(batch_client: _BatchClient) -> None:
+    with pytest.raises(ValueError, match="'search' runs per partition"):
+        _execute(_batch_operator("search"))
+    assert batch_client.submitted == []
+
+
+def test_batch_publish_reads_warehouse_connection_at_execute_time(batch_client: _BatchClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    operator = _batch_operator(
+        "publish", warehouse_conn_id="pss_warehouse", default_warehouse_url="sqlite:////tmp/fallback.sqlite", environment={"PSS_X": "1"}
+    )
+    # Defined only after the operator exists: the URL (with its password) is read when the task runs.
+    monkeypatch.setenv("AIRFLOW_CONN_PSS_WAREHOUSE", WAREHOUSE_CONN)
+    _execute(operator)
+
+    (call,) = batch_client.submitted
+    assert "arrayProperties" not in call
+    overrides = call["containerOverrides"]
+    assert overrides["command"] == ["publish", "--run-uri", RUN]
+    assert overrides["environment"] == [
+        {"name": "PSS_WAREHOUSE_URL", "value": "postgresql+psycopg://u:p%20w@db:5432/wh"},
+        {"name": "PSS_X", "value": "1"},
+    ]
+    assert call["jobName"] == "pss-near_identical-publish-scheduled__2024-05-01T00-00-00-00-00"
+
+
+def test_batch_publish_without_connection_uses_default_url(batch_client: _BatchClient) -> None:
+    _execute(_batch_operator("publish", warehouse_conn_id="pss_warehouse", default_warehouse_url="sqlite:////srv/wh.sqlite"))
+    (call,) = batch_client.submitted
+    assert call["containerOverrides"]["environment"] == [{"name": "PSS_WAREHOUSE_URL", "value": "sqlite:////srv/wh.sqlite"}]
+
+
+# PssLocalStepOperator
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """run_commands as the operator calls it (it imports it from pss_ops.local_executor at execute time)."""
+    import pss_ops.local_executor
+
+    calls: list[dict[str, Any]] = []
+
+    def record(commands: Any, *, max_parallel: int, env: Any = None) -> None:
+        calls.append({"commands": [list(c) for c in commands], "max_parallel": max_parallel, "env": dict(env or {})})
+
+    monkeypatch.setattr(pss_ops.local_executor, "run_commands", record)
+    monkeypatch.delenv("AIRFLOW_CONN_PSS_WAREHOUSE", raising=False)
+    return calls
+
+
+def _local_operator(step: str, **kwargs: Any) -> Any:
+    from pss_airflow.operators.pss_step import PssLocalStepOperator
+
+    return PssLocalStepOperator(task_id=step.replace("-", "_"), step=step, run_uri=RUN, **kwargs)
+
+
+def _step(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "pss_ops.cli", "step", *arguments]
+
+
+def test_local_chunk_runs_one_process_per_partition(recorded: list[dict[str, Any]]) -> None:
+    _local_operator("search", chunk={"offset": 2, "size": 3}, max_parallel=5).execute({})
+    (call,) = recorded
+    assert call["commands"] == [_step("search", "--run-uri", RUN, "--partition", p) for p in ("2", "3", "4")]
+    assert call["max_parallel"] == 5
+    assert call["env"] == {}
+
+
+def test_local_single_step_appends_extra_arguments(recorded: list[dict[str, Any]]) -> None:
+    extra = ["--config", "/runs/x/config.yaml", "--categories", "a,b"]
+    _local_operator("plan", extra_arguments=extra, environment={"PSS_KEEP": "1", "PSS_EMPTY": ""}).execute({})
+    (call,) = recorded
+    assert call["commands"] == [_step("plan", "--run-uri", RUN, *extra)]
+    assert call["max_parallel"] == 2
+    assert call["env"] == {"PSS_KEEP": "1"}
+
+
+def test_local_partitioned_step_without_chunk_is_refused(recorded: list[dict[str, Any]]) -> None:
+    with pytest.raises(ValueError, match="'build-index' runs per partition"):
+        _local_operator("build-index").execute({})
+    assert recorded == []
+
+
+def test_local_use_aws_passes_the_connection_to_step_processes(recorded: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(AWS_CONN))
+    _local_operator("embed", chunk={"offset": 0, "size": 1}, use_aws=True).execute({})
+    (call,) = recorded
+    assert call["commands"] == [_step("embed", "--run-uri", RUN, "--partition", "0")]
+    assert call["env"] == {
+        "AWS_ACCESS_KEY_ID": "AKIDPSSTEST",
+        "AWS_SECRET_ACCESS_KEY": "pss/secret+key",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5999",
+    }
+
+
+def test_local_without_use_aws_passes_no_credentials(recorded: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(AWS_CONN))
+    _local_operator("embed", chunk={"offset": 0, "size": 1}).execute({})
+    assert recorded[0]["env"] == {}
+
+
+# run_commands, for real
+
+
+def test_run_commands_runs_all_then_names_the_failure(tmp_path: Path) -> None:
+    script = "import os, pathlib, sys; pathlib.Path(os.environ['PSS_T'], 'fail').touch(); sys.stderr.write('boom'); sys.exit(3)"
+    failing = [sys.executable, "-c", script]
+    passing = [sys.executable, "-c", "import os, pathlib; pathlib.Path(os.environ['PSS_T'], 'ok').write_text(os.environ['PSS_T'])"]
+    with pytest.raises(StepFailedError) as raised:
+        run_commands([failing, passing], max_parallel=1, env={"PSS_T": str(tmp_path)})
+    message = str(raised.value)
+    assert "1 of 2 step commands failed" in message
+    assert "exit 3" in message and " ".join(failing) in message and "boom" in message
+    assert " ".join(passing) not in message
+    # Both ran, the failing one first; the env reached them.
+    assert (tmp_path / "fail").exists()
+    assert (tmp_path / "ok").read_text() == str(tmp_path)
+
+
+def test_run_commands_succeeds_quietly(tmp_path: Path) -> None:
+    commands = [[sys.executable, "-c", f"import os, pathlib; pathlib.Path(os.environ['PSS_T'], '{i}').touch()"] for i in range(3)]
+    run_commands(commands, max_parallel=2, env={"PSS_T": str(tmp_path)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2"]
+
+
+# fanout
+
+
+def _assert_chunks(chunks: list[dict[str, int]], count: int, chunk_size: int) -> None:
+    assert len(chunks) <= MAX_MAPPED_TASKS
+    allowed = max(chunk_size, math.ceil(count / MAX_MAPPED_TASKS))
+    position = 0
+    for chunk in chunks:
+        assert set(chunk) == {"offset", "size"}
+        assert chunk["offset"] == position
+        assert 1 <= chunk["size"] <= allowed
+        position += chunk["size"]
+    assert position == count
+
+
+@pytest.mark.parametrize(("count", "chunk_size"), [(1, 1), (1, 100), (10, 3), (12, 3), (99, 100), (1024, 1), (1025, 1), (3000, 7)])
+def test_chunk_partitions_cover_every_partition(count: int, chunk_size: int) -> None:
+    _assert_chunks(chunk_partitions(count, chunk_size), count, chunk_size)
+
+
+def test_chunk_partitions_examples() -> None:
+    assert chunk_partitions(0, 5) == []
+    assert chunk_partitions(10, 3) == [{"offset": o, "size": s} for o, s in ((0, 3), (3, 3), (6, 3), (9, 1))]
+    chunks = chunk_partitions(5000, 1)
+    _assert_chunks(chunks, 5000, 1)
+    assert len(chunks) == 1000 and {c["size"] for c in chunks} == {5}
+
+
+def test_chunk_partitions_limits() -> None:
+    limit = MAX_MAPPED_TASKS * MAX_ARRAY_SIZE
+    chunks = chunk_partitions(limit, 1)
+    assert len(chunks) == MAX_MAPPED_TASKS and {c["size"] for c in chunks} == {MAX_ARRAY_SIZE}
+    with pytest.raises(ValueError, match="larger partitions"):
+        chunk_partitions(limit + 1, 1)
+
+
+def test_job_name_is_a_valid_batch_name() -> None:
+    name = job_name("near_identical", "build-index", RUN_ID, 12)
+    assert name == "pss-near_identical-build-index-scheduled__2024-05-01T00-00-00-00-00-12"
+    assert job_name("app", "plan", "manual__x") == "pss-app-plan-manual__x"
+    assert job_name("app", "embed", "r", 0).endswith("-r-0")
+    long = job_name("a" * 100, "build-index", "backfill__" + "2024-05-01T00:00:00+00:00" * 5, 9999)
+    assert len(long) == 128
+    for value in (name, long):
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,128}", value)
+
+
+# prepare_run
+
+
+@pytest.fixture
+def config_file(small_config: AppConfig, tmp_path: Path) -> Path:
+    """near_identical with a catalog relative to the config file's directory."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "catalogs").mkdir()
+    config = small_config.model_copy(update={"catalog_uri": "../catalogs/catalog.csv", "runs_uri": "../runs"})
+    return write_config(config, tmp_path / "configs" / "near_identical.yaml")
+
+
+def test_prepare_run_freezes_config_and_builds_plan_arguments(config_file: Path, tmp_path: Path) -> None:
+    root = (tmp_path / "runs-elsewhere").resolve()
+    request = prepare_run(
+        str(config_file),
+        run_id=RUN_ID,
+        snapshot_date=dt.date(2024, 5, 1),
+        runs_uri=str(root),
+        categories=["group_b", " group_a", "group_b", "", "  "],
+        full_refresh=True,
+        k=7,
+    )
+    run_dir = root / "near_identical" / "2024-05-01" / "scheduled__2024-05-01T00_00_00_00_00"
+    assert safe_run_id(RUN_ID) == "scheduled__2024-05-01T00_00_00_00_00"
+    assert request.run_uri == str(run_dir)
+    assert request.config_uri == str(run_dir / "config.yaml")
+    frozen = load_config(run_dir / "config.yaml")
+    expected = with_k(load_config(config_file), 7)
+    assert frozen == expected and frozen.k == 7
+    catalog = str((tmp_path / "catalogs" / "catalog.csv").resolve())
+    assert request.catalog_uri == catalog
+    assert request.cache_uri == str(root / "cache" / "embeddings.sqlite")
+    assert request.warehouse_url == f"sqlite:///{root / 'warehouse.sqlite'}"
+    assert request.categories == ["group_a", "group_b"]
+    assert request.plan_arguments == [
+        "--config", str(run_dir / "config.yaml"),
+        "--catalog", catalog,
+        "--snapshot-date", "2024-05-01",
+        "--run-id", "scheduled__2024-05-01T00_00_00_00_00",
+        "--cache-uri", str(root / "cache" / "embeddings.sqlite"),
+        "--categories", "group_a,group_b",
+        "--full-refresh",
+    ]  # fmt: skip
+    assert request.as_dict()["plan_arguments"] == request.plan_arguments
+
+
+def test_prepare_run_defaults_to_config_runs_root_and_keeps_k(config_file: Path, tmp_path: Path) -> None:
+    request = prepare_run(str(config_file), run_id="manual__1", snapshot_date=dt.date(2024, 5, 2), cache_uri="dynamodb://pss-cache")
+    root = (tmp_path / "runs").resolve()
+    assert request.run_uri == str(root / "near_identical" / "2024-05-02" / "manual__1")
+    assert load_config(request.config_uri) == load_config(config_file)
+    assert request.cache_uri == "dynamodb://pss-cache"
+    assert request.categories == []
+    assert "--categories" not in request.plan_arguments and "--full-refresh" not in request.plan_arguments
+
+
+def test_prepare_run_on_s3_needs_a_shared_cache(config_file: Path) -> None:
+    with pytest.raises(ValueError, match="PSS_CACHE_URI"):
+        prepare_run(str(config_file), run_id="r", snapshot_date=dt.date(2024, 5, 1), runs_uri="s3://pss-bucket/runs")
+
+
+def test_prepare_run_rejects_bad_k_and_missing_catalog(config_file: Path, small_config: AppConfig, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="k"):
+        prepare_run(str(config_file), run_id="r", snapshot_date=dt.date(2024, 5, 1), k=0)
+    bare = write_config(small_config.model_copy(update={"catalog_uri": None}), tmp_path / "bare.yaml")
+    with pytest.raises(ValueError, match="catalog_uri"):
+        prepare_run(str(bare), run_id="r", snapshot_date=dt.date(2024, 5, 1), runs_uri=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
