@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
 from pss_airflow.operators.pss_step import SIMILAR_ITEMS_ASSET, PssBatchStepOperator, PssLocalStepOperator
 from pss_airflow.settings import PssSettings
-
-if TYPE_CHECKING:
-    from pss_ops.config import AppConfig
+from pss_ops.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +44,12 @@ def _executor(settings: PssSettings, has_batch: bool, runs_uri: str | None) -> s
     return "batch" if has_batch and runs_uri and runs_uri.startswith("s3://") else "local"
 
 
-def _load_config(path: str | Path) -> AppConfig:
-    """A local config file, read without pss_ops.storage (it imports pyarrow): parsing stays wiring only."""
-    import yaml
-
-    from pss_ops.config import ConfigError, parse_config
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
-    return parse_config(data, str(path))
-
-
 def build_similarity_dags(settings: PssSettings | None = None) -> list[DAG]:
     """A DAG for every config in the config directory that names a catalog to refresh."""
     settings = settings or PssSettings.from_env()
     dags = []
     for path in sorted(Path(settings.config_dir).glob("*.yaml")):
-        if _load_config(path).catalog_uri is None:
+        if load_config(path).catalog_uri is None:
             log.warning("config %s sets no catalog_uri; no scheduled DAG for it", path)
             continue
         dags.append(build_similarity_dag(path, settings))
@@ -79,7 +60,7 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
     """The daily similarity DAG of one application config."""
     settings = settings or PssSettings.from_env()
     config_path = str(Path(config_path).resolve())
-    config = _load_config(config_path)
+    config = load_config(config_path)
     runs_uri = settings.runs_uri or config.runs_uri
     executor = _executor(settings, config.batch is not None, runs_uri)
     uses_aws = any(u and u.startswith(("s3://", "dynamodb://")) for u in (runs_uri, settings.cache_uri, config.cache.uri))
