@@ -325,7 +325,8 @@ def test_forced_batch_without_batch_section_is_an_import_error(
 
     config_dir = tmp_path / "configs"
     config_dir.mkdir()
-    write_config(small_config.model_copy(update={"catalog_uri": "/data/catalog.csv"}), config_dir / "near_identical.yaml")
+    no_batch = small_config.model_copy(update={"catalog_uri": "/data/catalog.csv", "batch": None})
+    write_config(no_batch, config_dir / "near_identical.yaml")
     _clear_pss_env(monkeypatch)
     monkeypatch.setenv("PSS_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("PSS_EXECUTOR", "batch")
