@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -172,16 +173,33 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pss_ops.evaluate import evaluate
+def _json_ready(report: dict[str, Any]) -> dict[str, Any]:
+    """NaN (an undefined metric) as null, so the JSON is standard."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
 
-    ks = tuple(int(k) for k in args.k.split(","))
-    result = evaluate(args.pairs, args.truth, ks)
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pss_ops.evaluate import evaluate, evaluate_verification, format_table
+
+    ranking = args.pairs is not None or args.truth is not None
+    verification = args.labelled is not None or args.run_uri is not None
+    if ranking and not (args.pairs and args.truth):
+        raise SystemExit("pss evaluate: --pairs and --truth go together; give both")
+    if verification and not (args.labelled and args.run_uri):
+        raise SystemExit("pss evaluate: --labelled and --run-uri go together; give both")
+    if not (ranking or verification):
+        raise SystemExit("pss evaluate: give --pairs with --truth (candidate recall, NDCG, MAP) and/or --labelled with --run-uri (R@P)")
+    report: dict[str, Any] = {}
+    if ranking:
+        ks = tuple(int(k) for k in args.k.split(","))
+        report.update(evaluate(args.pairs, args.truth, ks))
+    if verification:
+        report.update(evaluate_verification(args.labelled, args.run_uri))
+    print(format_table(report))
+    if args.json_out:
+        storage.write_json(args.json_out, _json_ready(report))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(_json_ready(report)))
     return 0
 
 
@@ -243,10 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--model-id", required=True, help="the model id whose entries go")
     purge.set_defaults(func=cmd_cache_purge)
 
-    evaluate = sub.add_parser("evaluate", help="recall@k of similar items over true match pairs")
-    evaluate.add_argument("--pairs", required=True, help="similar_items.parquet")
-    evaluate.add_argument("--truth", required=True, help="CSV with id_a,id_b true pairs")
-    evaluate.add_argument("--k", default="1,5,10", help="comma-separated cutoffs")
+    evaluate = sub.add_parser("evaluate", help="recall@k, NDCG and MAP of similar items over true pairs; R@P over labelled pairs")
+    evaluate.add_argument("--pairs", help="similar_items.parquet (with --truth)")
+    evaluate.add_argument("--truth", help="CSV with id_a,id_b true pairs (with --pairs)")
+    evaluate.add_argument("--k", default="1,5,10", help="comma-separated candidate recall cutoffs")
+    evaluate.add_argument("--labelled", help="CSV with id_a,id_b,label (1/0) pairs for R@P80/90/95 (with --run-uri)")
+    evaluate.add_argument("--run-uri", help="run directory whose embed/*.parquet vectors score --labelled")
+    evaluate.add_argument("--json-out", help="write the whole report as JSON to this file (local or s3://)")
     evaluate.add_argument("--json", action="store_true", help="also print one JSON line")
     evaluate.set_defaults(func=cmd_evaluate)
     return parser

@@ -70,6 +70,20 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def list_dir(uri: str) -> list[str]:
+    """Sorted names directly under a local directory or s3:// prefix; empty when there is none."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        names: set[str] = set()
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            names.update(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+            names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
+        return sorted(n for n in names if n)
+    path = Path(uri)
+    return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+
 def read_bytes(uri: str) -> bytes:
     """Read a whole object or file."""
     if is_s3(uri):

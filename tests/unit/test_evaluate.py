@@ -109,4 +109,19 @@ def test_evaluate_reads_parquet_and_truth(tmp_path: Path) -> None:
     storage.write_parquet(pairs_uri, pa.Table.from_pandas(pairs, preserve_index=False))
     truth_uri = write_truth(tmp_path / "matches.csv", "id_a,id_b\n" + "".join(f"{a},{b}\n" for a, b in truth_frame().values))
     result = evaluate(pairs_uri, truth_uri, ks=(1, 5, 10))
-    assert result == {"true_pairs": 4, "pairs_whose_query_has_no_results": 0, "recall@1": 0.25, "recall@5": 0.5, "recall@10": 0.75}
+    # One true partner each, hits at ranks 1, 3, 7 and none: NDCG@10 = (1 + 1/log2(4) + 1/log2(8) + 0) / 4,
+    # AP = 1/rank, MAP@30 = (1 + 1/3 + 1/7 + 0) / 4 = 31/84.
+    assert result == {
+        "true_pairs": 4,
+        "pairs_whose_query_has_no_results": 0,
+        "recall@1": 0.25,
+        "recall@5": 0.5,
+        "recall@10": 0.75,
+        "ranking_queries": 4,
+        "ranking_queries_without_results": 0,
+        "queries_without_true_partners": 0,
+        "ndcg@1": 0.25,
+        "ndcg@10": round((1 + 1 / 2 + 1 / 3) / 4, 4),
+        "ndcg@20": round((1 + 1 / 2 + 1 / 3) / 4, 4),
+        "map@30": round(31 / 84, 4),
+    }

@@ -160,6 +160,14 @@ def test_local_join_exists_absolute(tmp_path: Path) -> None:
     assert storage.local_copy(uri, str(tmp_path)) == uri
 
 
+def test_list_dir_local(tmp_path: Path) -> None:
+    assert storage.list_dir(str(tmp_path / "missing")) == []
+    storage.write_bytes(str(tmp_path / "b" / "x.bin"), b"1")
+    storage.write_bytes(str(tmp_path / "a.json"), b"2")
+    assert storage.list_dir(str(tmp_path)) == ["a.json", "b"]
+    assert storage.list_dir(str(tmp_path / "a.json")) == []
+
+
 def test_s3_join() -> None:
     assert storage.join("s3://bucket/runs/", "app", "/2024-05-01/", "summary.json") == "s3://bucket/runs/app/2024-05-01/summary.json"
     assert storage.join("s3://bucket", "x.parquet") == "s3://bucket/x.parquet"
@@ -207,6 +215,15 @@ def test_s3_bytes_round_trip_and_exists(s3_bucket: str) -> None:
     storage.write_text(uri, "überschrieben")
     assert storage.read_text(uri) == "überschrieben"
     assert not storage.exists(storage.join(s3_bucket, "runs", "app", "other.bin"))
+
+
+def test_s3_list_dir(s3_bucket: str) -> None:
+    assert storage.list_dir(storage.join(s3_bucket, "registry")) == []
+    for key in ("registry/m1/spec.json", "registry/m1/model.safetensors", "registry/m2/spec.json", "registry/notes.txt", "registry2/x"):
+        storage.write_bytes(storage.join(s3_bucket, key), b"x")
+    assert storage.list_dir(storage.join(s3_bucket, "registry")) == ["m1", "m2", "notes.txt"]
+    assert storage.list_dir(storage.join(s3_bucket, "registry/")) == ["m1", "m2", "notes.txt"]
+    assert storage.list_dir(s3_bucket) == ["registry", "registry2"]
 
 
 def test_s3_json_round_trip(s3_bucket: str) -> None:
