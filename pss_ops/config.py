@@ -127,6 +127,15 @@ class QualityConfig(_Strict):
     seed: int = 0
 
 
+class LearnedModelRef(_Strict):
+    """A trained embedding model in the registry, applied on top of the compound embedding (paper §3.1.2)."""
+
+    registry_uri: str
+    # A content hash (pss_ops.learning.registry): the embedding cache keys on it, so a new model never reads old vectors.
+    model_id: str = Field(pattern=r"^siamese-[0-9a-f]{16}$")
+    device: str = "cpu"
+
+
 BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report"]
 
 
@@ -175,6 +184,8 @@ class AppConfig(_Strict):
     # Where runs live (local path or s3://); runs go under <runs_uri>/<application>/<snapshot_date>/<run_id>.
     runs_uri: str | None = None
     batch: BatchConfig | None = None
+    # Promoting a trained model is this one line of config; training never changes it.
+    embedding_model: LearnedModelRef | None = None
 
     @model_validator(mode="after")
     def _unique_feature_names(self) -> AppConfig:
@@ -186,7 +197,7 @@ class AppConfig(_Strict):
 
     @property
     def dim(self) -> int:
-        """Width of the compound embedding."""
+        """Width of the compound embedding (a learned model's output width is in its spec)."""
         return sum(f.dim for f in self.features)
 
     @property
@@ -195,11 +206,16 @@ class AppConfig(_Strict):
         return tuple(dict.fromkeys((*self.post_filter.same, *self.post_filter.different)))
 
     @property
-    def model_id(self) -> str:
+    def compound_model_id(self) -> str:
         """Content id of the compound embedding: changes when any feature or weight changes."""
         spec = [f.model_dump(mode="json", exclude={"batch_size"}) for f in self.features]
         digest = hashlib.sha256(json.dumps({"compound/v1": spec}, sort_keys=True).encode()).hexdigest()
         return f"compound-{digest[:16]}"
+
+    @property
+    def model_id(self) -> str:
+        """Id of the vectors this config produces: the learned model's, else the compound's."""
+        return self.embedding_model.model_id if self.embedding_model else self.compound_model_id
 
 
 def feature_name(feature: TextEmbeddingFeature | CharNgramFeature | PrecomputedVectorFeature) -> str:

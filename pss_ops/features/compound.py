@@ -67,3 +67,19 @@ def compound_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "c
         blocks.append(_normalise(block) * np.float32(feature.weight))
     combined = np.hstack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
     return np.ascontiguousarray(_normalise(combined), dtype=np.float32)
+
+
+def item_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "cpu") -> np.ndarray:
+    """The vectors the config's model id names: the compound, passed through the learned model if one is set."""
+    compound = compound_vectors(frame, config, device=device)
+    if config.embedding_model is None:
+        return compound
+    from pss_ops.learning.registry import load_model_cached
+
+    model, spec = load_model_cached(config.embedding_model.registry_uri, config.embedding_model.model_id, config.embedding_model.device)
+    if spec.compound_model_id != config.compound_model_id:
+        raise ValueError(
+            f"model {config.embedding_model.model_id} was trained on compound features {spec.compound_model_id}, "
+            f"but the config's features make {config.compound_model_id}; use the features it was trained on"
+        )
+    return model.embed(compound, device=config.embedding_model.device)

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from functools import lru_cache
 
 import safetensors.torch
 from pydantic import ValidationError
@@ -117,3 +118,9 @@ def _require_safetensors(model_id: str, data: bytes) -> None:
     if header_size < 2 or header_size > len(data) - 8 or data[8:9] != b"{":
         kind = "a zip (torch.save) checkpoint" if data[:4] == b"PK\x03\x04" else "a pickle" if data[:1] == b"\x80" else "unknown bytes"
         raise ModelRegistryError(f"model {model_id}: {WEIGHTS_FILE} is not a safetensors file (looks like {kind}); refusing to load it")
+
+
+@lru_cache(maxsize=4)
+def load_model_cached(registry_uri: str, model_id: str, device: str = "cpu") -> tuple[SiameseNet, ModelSpec]:
+    """load_model once per process: an embed worker applies the same model to every partition it handles."""
+    return load_model(registry_uri, model_id, device)

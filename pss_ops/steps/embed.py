@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pss_ops import layout, storage
 from pss_ops.cache import EmbeddingCache
-from pss_ops.features.compound import compound_vectors, content_hashes, input_columns
+from pss_ops.features.compound import content_hashes, input_columns, item_vectors
 from pss_ops.manifests import CatalogPartition, EmbeddedPartition, RunContext
 from pss_ops.timing import timed
 
@@ -25,17 +25,19 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         hashes = content_hashes(frame, input_columns(config))
         keys = list(zip(frame["item_id"].tolist(), hashes))
         hits = {} if ctx.full_refresh else cache.get_many(ctx.model_id, keys)
-        vectors = np.zeros((len(frame), config.dim), dtype=np.float32)
         missing = [i for i, key in enumerate(keys) if key not in hits]
+        fresh = item_vectors(frame.iloc[missing].reset_index(drop=True), config, device=device) if missing else None
+        # A learned model's output width is known only from its vectors.
+        dim = fresh.shape[1] if fresh is not None else next(iter(hits.values())).shape[0] if hits else config.dim
+        vectors = np.zeros((len(frame), dim), dtype=np.float32)
         for i, key in enumerate(keys):
             if key in hits:
                 vectors[i] = hits[key]
-        if missing:
-            fresh = compound_vectors(frame.iloc[missing].reset_index(drop=True), config, device=device)
+        if fresh is not None:
             vectors[missing] = fresh
             cache.put_many(ctx.model_id, ((keys[i][0], keys[i][1], fresh[j]) for j, i in enumerate(missing)))
         columns = {c: pa.array(frame[c].tolist(), pa.string()) for c in keep}
-        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), config.dim)
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
         uri = layout.embedded(ctx.run_uri, partition.name)
         storage.write_parquet(uri, pa.table(columns))
     result = EmbeddedPartition(
@@ -43,7 +45,7 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         scope=partition.scope,
         uri=uri,
         rows=len(frame),
-        dim=config.dim,
+        dim=dim,
         model_id=ctx.model_id,
         cache_hits=len(keys) - len(missing),
         cache_misses=len(missing),

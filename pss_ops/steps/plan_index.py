@@ -40,6 +40,9 @@ def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
         stale = [e.name for e in embedded if e.model_id != ctx.model_id]
         if stale:
             raise ValueError(f"embedded partitions {stale} were made with another model than {ctx.model_id}")
+        dims = sorted({e.dim for e in embedded})
+        if len(dims) > 1:
+            raise ValueError(f"embedded partitions disagree on the vector width: {dims}")
         partitions: list[IndexPartition] = []
         for scope in sorted({e.scope for e in embedded}):
             members = [e for e in embedded if e.scope == scope]
@@ -54,7 +57,7 @@ def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
                         slices=tuple(slices),
                     )
                 )
-    result = IndexPlan(dim=ctx.config.dim, partitions=tuple(partitions), seconds=timer.seconds)
+    result = IndexPlan(dim=dims[0] if dims else ctx.config.dim, partitions=tuple(partitions), seconds=timer.seconds)
     result.write(layout.index_plan_manifest(ctx.run_uri))
     log.info("plan_index: %d index partitions over %d scopes", len(partitions), len({p.scope for p in partitions}))
     return result
