@@ -22,7 +22,7 @@ NEGATIVE = 0
 _CLEAN_CHUNK = 65_536
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PairSet:
     """One task's labelled pairs: id_a, id_b (str object arrays) and label (int8, 1 similar, 0 dissimilar)."""
 
@@ -107,8 +107,8 @@ def pairs_fingerprint(pair_sets: Iterable[PairSet]) -> str:
     digest = hashlib.sha256(b"pairs/v1\n")
     for task, a, b, y in rows:
         # Length-prefixed fields: no id can forge a row boundary, whatever characters it holds.
-        for field in (task, a, b):
-            data = field.encode("utf-8")
+        for text in (task, a, b):
+            data = text.encode("utf-8")
             digest.update(len(data).to_bytes(8, "little"))
             digest.update(data)
         digest.update(bytes([y]))
@@ -170,7 +170,7 @@ def feature_blocks(vectors: np.ndarray, config: AppConfig) -> dict[str, np.ndarr
     return blocks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FeatureBlocks:
     """Per-feature unit vectors of a set of items, looked up by item id (the input of clean_pairs)."""
 

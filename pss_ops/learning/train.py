@@ -168,7 +168,8 @@ def train_siamese(
     BatchNorm statistics), and the step minimises sum_t alpha_t * mean contrastive loss of task t (eq. 2).
     After each epoch the weighted validation loss is computed in eval mode; the epoch with the lowest one is restored
     and training stops after `patience` epochs without improvement. Without validation the last epoch is kept.
-    Deterministic for a seed on CPU; the global torch RNG and deterministic-algorithms setting are left as they were.
+    Bit-identical for a seed on CPU at a given torch thread count (float sums depend on it); the global torch RNG and
+    deterministic-algorithms setting are left as they were.
     """
     if not tasks:
         raise ValueError("train_siamese needs at least one task")
@@ -247,11 +248,13 @@ def train_siamese(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                for task, value in losses.items():
-                    sums[task] += float(value.detach()) * len(picks[task])
+                for task, task_loss in losses.items():
+                    sums[task] += float(task_loss.detach()) * len(picks[task])
                     seen[task] += len(picks[task])
             for task in tasks:
                 train_loss[task].append(sums[task] / seen[task])
+                if not math.isfinite(train_loss[task][-1]):
+                    raise ValueError(f"task {task!r}: training loss is not finite in epoch {epoch}; lower the learning rate")
             if not validate:
                 best_epoch = epoch
                 continue
@@ -259,6 +262,8 @@ def train_siamese(
             for task, value in current.items():
                 validation_loss[task].append(value)
             total = sum(weights[task] * value for task, value in current.items())
+            if not math.isfinite(total):
+                raise ValueError(f"validation loss is not finite in epoch {epoch}; lower the learning rate")
             weighted.append(total)
             if total < best_value:
                 best_epoch, best_value, stale = epoch, total, 0
