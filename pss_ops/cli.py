@@ -132,6 +132,10 @@ def cmd_step(args: argparse.Namespace) -> int:
         print(plan.plan(ctx).model_dump_json())
         return 0
 
+    if args.step == "train":
+        print(json.dumps(_train(args, storage.join(args.run_uri, "train", "report.json")), default=str))
+        return 0
+
     ctx = RunContext.read(layout.context(args.run_uri))
     catalog_plan = CatalogPlan.read(layout.plan_manifest(ctx.run_uri))
     if args.step == "embed":
@@ -173,6 +177,18 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> None:
+    if not in_step:
+        parser.add_argument("--config", required=True, help="application config (its features define the compound input)")
+        parser.add_argument("--catalog", required=True, help="catalog the pairs' items come from")
+    parser.add_argument("--pairs", action="append", help="pairs CSV (id_a,id_b[,label]) as URI[:TASK]; repeat for multi-task")
+    parser.add_argument("--registry", help="model registry URI (local or s3://)")
+    parser.add_argument("--holdout", type=float, default=0.3, help="share of query items held out for evaluation")
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed")
+    parser.add_argument("--epochs", type=int, help="override the training config's epochs")
+    parser.add_argument("--training-config", help="YAML of pss_ops.learning.train.TrainingConfig fields")
+
+
 def _json_ready(report: dict[str, Any]) -> dict[str, Any]:
     """NaN (an undefined metric) as null, so the JSON is standard."""
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
@@ -203,6 +219,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, report_uri: str) -> dict[str, Any]:
+    import yaml
+
+    from pss_ops.learning.pipeline import parse_pair_source, train_model, write_report
+    from pss_ops.learning.train import TrainingConfig
+
+    if not (args.config and args.catalog and args.pairs and args.registry):
+        raise SystemExit("pss train: --config, --catalog, --pairs and --registry are required")
+    training: dict[str, Any] = {}
+    if args.training_config:
+        training = yaml.safe_load(storage.read_text(args.training_config)) or {}
+    if args.epochs is not None:
+        training["epochs"] = args.epochs
+    training.setdefault("seed", args.seed)
+    report = train_model(
+        load_config(args.config),
+        catalog_uri=args.catalog,
+        pair_sources=[parse_pair_source(p) for p in args.pairs],
+        registry_uri=args.registry,
+        training=TrainingConfig.model_validate(training),
+        holdout_fraction=args.holdout,
+        seed=args.seed,
+    )
+    write_report(report, report_uri)
+    return report
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pss_ops.evaluate import format_table
+
+    report = _train(args, storage.join(args.out, "train_report.json"))
+    flat = {"model_id": report["model_id"]}
+    for name, tasks in report["holdout"].items():
+        for task, figures in tasks.items():
+            flat.update({f"{name}/{task}/{k}": v for k, v in figures.items()})
+    print(format_table(flat))
+    print(f"registered {report['model_id']} in {report['registry_uri']} (not promoted); report {args.out}/train_report.json")
+    return 0
+
+
 def cmd_cache_purge(args: argparse.Namespace) -> int:
     cache = open_cache(args.cache_uri)
     try:
@@ -213,7 +269,7 @@ def cmd_cache_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-STEPS = ("plan", "embed", "plan-index", "build-index", "query", "post-filter", "search", "publish", "report")
+STEPS = ("plan", "embed", "plan-index", "build-index", "query", "post-filter", "search", "publish", "report", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--full-refresh", action="store_true", help="plan only: ignore cached embeddings")
     step.add_argument("--k", type=int, help="plan only: results per item (overrides the config)")
     step.add_argument("--warehouse-url", help=f"publish only (env {WAREHOUSE_ENV})")
+    _training_arguments(step, in_step=True)
     step.set_defaults(func=cmd_step)
+
+    train = sub.add_parser("train", help="train a SiameseNet on labelled pairs, evaluate it, register it (never promotes)")
+    _training_arguments(train, in_step=False)
+    train.add_argument("--out", required=True, help="directory for train_report.json")
+    train.set_defaults(func=cmd_train)
 
     summary = sub.add_parser("summary", help="print the newest run summary under a local directory")
     summary.add_argument("--runs", required=True, help="a run directory or a folder of runs")

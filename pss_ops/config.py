@@ -136,7 +136,7 @@ class LearnedModelRef(_Strict):
     device: str = "cpu"
 
 
-BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report"]
+BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report", "train"]
 
 
 class BatchStepResources(_Strict):

@@ -13,7 +13,7 @@ MAX_MAPPED_TASKS = 1024  # Airflow's default max_map_length
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's array job limit
 
 # Steps run once per run, and steps run once per partition of the named manifest.
-SINGLE_STEPS = ("plan", "plan-index", "publish", "report")
+SINGLE_STEPS = ("plan", "plan-index", "publish", "report", "train")
 PARTITIONED_STEPS: dict[str, Literal["catalog", "index"]] = {"embed": "catalog", "build-index": "index", "search": "catalog"}
 
 

@@ -44,16 +44,21 @@ def _executor(settings: PssSettings, has_batch: bool, runs_uri: str | None) -> s
     return "batch" if has_batch and runs_uri and runs_uri.startswith("s3://") else "local"
 
 
+def catalog_config_paths(settings: PssSettings) -> list[Path]:
+    """The configs in the config directory that name a catalog (the others get no DAGs), sorted."""
+    paths = []
+    for path in sorted(Path(settings.config_dir).glob("*.yaml")):
+        if load_config(path).catalog_uri is None:
+            log.warning("config %s sets no catalog_uri; no DAGs for it", path)
+            continue
+        paths.append(path)
+    return paths
+
+
 def build_similarity_dags(settings: PssSettings | None = None) -> list[DAG]:
     """A DAG for every config in the config directory that names a catalog to refresh."""
     settings = settings or PssSettings.from_env()
-    dags = []
-    for path in sorted(Path(settings.config_dir).glob("*.yaml")):
-        if load_config(path).catalog_uri is None:
-            log.warning("config %s sets no catalog_uri; no scheduled DAG for it", path)
-            continue
-        dags.append(build_similarity_dag(path, settings))
-    return dags
+    return [build_similarity_dag(path, settings) for path in catalog_config_paths(settings)]
 
 
 def build_similarity_dag(config_path: str | Path, settings: PssSettings | None = None) -> DAG:

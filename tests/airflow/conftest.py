@@ -19,8 +19,8 @@ SETTINGS_ENV = {
 }
 
 
-def load_dag(config: AppConfig, directory: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> Any:
-    """Parse dags/ with PSS_CONFIG_DIR holding only this config, as the dag-processor (and dag.test) will."""
+def load_dag(config: AppConfig, directory: Path, monkeypatch: pytest.MonkeyPatch, dag_id: str | None = None, **settings: Any) -> Any:
+    """Parse dags/ with PSS_CONFIG_DIR holding only this config, as the dag-processor (and dag.test) will; default: its similarity DAG."""
     from airflow.dag_processing.dagbag import DagBag
 
     config_dir = directory / "configs"
@@ -34,4 +34,4 @@ def load_dag(config: AppConfig, directory: Path, monkeypatch: pytest.MonkeyPatch
             monkeypatch.delenv(variable, raising=False)
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
-    return bag.dags[f"pss_{config.application}"]
+    return bag.dags[dag_id or f"pss_{config.application}"]

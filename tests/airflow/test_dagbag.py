@@ -18,6 +18,7 @@ from tests.airflow.conftest import SETTINGS_ENV
 from tests.conftest import EXAMPLE_CONFIG, ROOT, write_config
 
 DAG_ID = "pss_near_identical"
+TRAIN_DAG_ID = "pss_train_near_identical"
 ORDER = [
     "prepare_run",
     "plan",
@@ -63,7 +64,8 @@ def test_default_parse_has_no_import_errors_and_only_configs_with_a_catalog(defa
     assert DAG_ID in default_bag.dags
     assert load_config(ROOT / "examples" / "visually_similar_same_color.yaml").catalog_uri is None
     assert "pss_visually_similar_same_color" not in default_bag.dags
-    assert sorted(default_bag.dags) == [DAG_ID]
+    # The similarity DAG (dags/pss_similarity.py) and its training DAG (dags/pss_training.py).
+    assert sorted(default_bag.dags) == [DAG_ID, TRAIN_DAG_ID]
 
 
 def test_dag_scheduling_ownership_and_retries(dag: Any) -> None:
@@ -195,14 +197,15 @@ print(json.dumps({
 """
 
 
-def test_dag_file_is_wiring_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("dag_file", "dag_ids"), [("pss_similarity.py", [DAG_ID]), ("pss_training.py", [TRAIN_DAG_ID])])
+def test_dag_file_is_wiring_only(tmp_path: Path, dag_file: str, dag_ids: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSS_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "plugins"), str(ROOT), env.get("PYTHONPATH")) if p)
     env["AIRFLOW_CONN_PSS_WAREHOUSE"] = '{"conn_type": "postgres", "host": '
     env["AIRFLOW_CONN_AWS_DEFAULT"] = '{"conn_type": '
     env["AIRFLOW_VAR_PSS_CONFIG_DIR"] = '{"not": '
     done = subprocess.run(
-        [sys.executable, "-c", _IMPORT_SCRIPT, str(ROOT / "dags" / "pss_similarity.py"), *HEAVY_MODULES],
+        [sys.executable, "-c", _IMPORT_SCRIPT, str(ROOT / "dags" / dag_file), *HEAVY_MODULES],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -211,7 +214,7 @@ def test_dag_file_is_wiring_only(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["dags"] == [DAG_ID]
+    assert result["dags"] == dag_ids
     assert result["heavy"] == []
     assert result["reads"] == []
 
@@ -331,9 +334,11 @@ def test_forced_batch_without_batch_section_is_an_import_error(
     monkeypatch.setenv("PSS_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("PSS_EXECUTOR", "batch")
     bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert DAG_ID not in bag.dags
-    (error,) = bag.import_errors.values()
-    assert "PSS_EXECUTOR=batch" in error and "no batch section" in error
+    assert DAG_ID not in bag.dags and TRAIN_DAG_ID not in bag.dags
+    # One import error per DAG file: the similarity and the training DAG refuse alike.
+    assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_training.py"]
+    for error in bag.import_errors.values():
+        assert "PSS_EXECUTOR=batch" in error and "no batch section" in error
 
 
 def test_bogus_executor_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -343,5 +348,6 @@ def test_bogus_executor_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PSS_EXECUTOR", "bogus")
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.dags
-    (error,) = bag.import_errors.values()
-    assert "PSS_EXECUTOR" in error and "bogus" in error
+    assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_training.py"]
+    for error in bag.import_errors.values():
+        assert "PSS_EXECUTOR" in error and "bogus" in error

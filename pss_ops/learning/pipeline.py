@@ -1,0 +1,150 @@
+"""`pss train`: mine and clean pairs, train a SiameseNet, compare it with the compound on held-out pairs, register it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+
+from pss_ops import storage
+from pss_ops.catalog import read_catalog, validate_catalog
+from pss_ops.config import AppConfig
+from pss_ops.features.compound import compound_vectors
+from pss_ops.learning.pairs import FeatureBlocks, PairSet, clean_pairs, hard_negatives, random_negatives, read_pairs, split_by_query
+from pss_ops.learning.registry import save_model
+from pss_ops.learning.train import TrainingConfig, model_spec, train_siamese
+from pss_ops.metrics import recall_at_precision
+from pss_ops.timing import timed
+
+log = logging.getLogger(__name__)
+
+RECALL_KS = (1, 5, 10)
+
+
+def parse_pair_source(value: str) -> tuple[str, str]:
+    """'path/to/pairs.csv:task' → (uri, task); the task defaults to 'labelled'."""
+    uri, sep, task = value.rpartition(":")
+    if not sep or "/" in task or not task:
+        return value, "labelled"
+    return uri, task
+
+
+def _known(pairs: PairSet, ids: set[str], source: str) -> PairSet:
+    """Pairs whose two items are in the catalog; any other pair is an error, never silently dropped."""
+    missing = [(a, b) for _, a, b, _ in pairs.rows() if a not in ids or b not in ids]
+    if missing:
+        raise ValueError(f"{len(missing)} pairs in {source} name items not in the accepted catalog, e.g. {missing[0]}")
+    return pairs
+
+
+def _candidate_recall(vectors: np.ndarray, row: dict[str, int], holdout: PairSet, attribute: np.ndarray | None) -> dict[str, float]:
+    """Share of held-out positive pairs (a, b) with b among a's top-k by exact inner product (post-filter applied)."""
+    positives = holdout.positives
+    queries = sorted(set(positives.id_a.tolist()))
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    depth = min(len(row), 200)
+    scores, found = index.search(vectors[[row[q] for q in queries]], depth)
+    rank_of: dict[tuple[str, str], int] = {}
+    ids = np.array(sorted(row, key=row.__getitem__), dtype=object)
+    for q, hits in zip(queries, found):
+        keep = hits[(hits >= 0) & (hits != row[q])]
+        if attribute is not None:
+            keep = keep[np.array([attribute[h] is not None and attribute[h] != attribute[row[q]] for h in keep], dtype=bool)]
+        for rank, hit in enumerate(keep[: max(RECALL_KS)], start=1):
+            rank_of[(q, ids[hit])] = rank
+    ranks = np.array([rank_of.get((a, b), 10**9) for a, b in zip(positives.id_a, positives.id_b)])
+    return {f"recall@{k}": round(float(np.mean(ranks <= k)), 4) for k in RECALL_KS}
+
+
+def _verification(vectors: np.ndarray, row: dict[str, int], pairs: PairSet) -> dict[str, float]:
+    a = vectors[[row[i] for i in pairs.id_a]]
+    b = vectors[[row[i] for i in pairs.id_b]]
+    return {k: round(v, 4) for k, v in recall_at_precision(np.sum(a * b, axis=1), pairs.label).items()}
+
+
+def train_model(
+    config: AppConfig,
+    *,
+    catalog_uri: str,
+    pair_sources: Sequence[tuple[str, str]],
+    registry_uri: str,
+    training: TrainingConfig,
+    holdout_fraction: float = 0.3,
+    seed: int = 0,
+    hard_per_positive: int = 5,
+    random_ratio: float = 5.0,
+    positive_min: float = 0.6,
+    negative_max: float = 0.8,
+) -> dict[str, Any]:
+    """Train on the config's compound embedding, evaluate against it on held-out queries, save; never promote."""
+    if config.embedding_model is not None:
+        raise ValueError("train on a config without embedding_model: the model is trained on the compound embedding")
+    with timed("train: embed catalog"):
+        catalog = validate_catalog(read_catalog(catalog_uri), config).accepted
+        ids = catalog["item_id"].tolist()
+        compound = compound_vectors(catalog, config)
+    row = {item: i for i, item in enumerate(ids)}
+    known = set(ids)
+    attribute_name = config.post_filter.different[0] if config.post_filter.different else None
+    attribute = np.asarray(catalog[attribute_name].tolist(), dtype=object) if attribute_name else None
+    blocks = FeatureBlocks.from_compound(ids, compound, config)
+
+    train_tasks: dict[str, PairSet] = {}
+    holdouts: dict[str, PairSet] = {}
+    cleaning: dict[str, Any] = {}
+    for uri, task in pair_sources:
+        pairs = _known(read_pairs(uri, task), known, uri)
+        train_pairs, held = split_by_query(pairs, holdout_fraction=holdout_fraction, seed=seed)
+        train_pos = train_pairs.positives
+        mined = [
+            train_pairs,
+            hard_negatives(train_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
+            random_negatives(train_pos, ids, ratio=random_ratio, seed=seed),
+        ]
+        cleaned, report = clean_pairs(mined[0].concat(*mined[1:]), blocks, positive_min=positive_min, negative_max=negative_max)
+        train_tasks[task] = cleaned
+        cleaning[task] = report.as_dict()
+        # Held-out negatives are mined the same way but never cleaned: evaluation sees the hard cases.
+        held_pos = held.positives
+        holdouts[task] = held.concat(
+            hard_negatives(held_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
+            random_negatives(held_pos, ids, ratio=random_ratio, seed=seed + 1),
+        )
+
+    with timed("train: fit"):
+        model, training_report = train_siamese(compound, ids, train_tasks, training)
+    model_id = save_model(model, model_spec(config, training, train_tasks), registry_uri)
+    learned = model.embed(compound, device=training.device)
+
+    holdout: dict[str, Any] = {"compound": {}, "model": {}}
+    for task, held in holdouts.items():
+        for name, vectors in (("compound", compound), ("model", learned)):
+            holdout[name][task] = {
+                **_candidate_recall(vectors, row, held, attribute),
+                **_verification(vectors, row, held),
+                "positives": int(held.label.sum()),
+                "negatives": int((held.label == 0).sum()),
+            }
+    log.info("trained %s: held-out %s", model_id, holdout)
+    return {
+        "model_id": model_id,
+        "registry_uri": registry_uri,
+        "compound_model_id": config.compound_model_id,
+        "catalog": catalog_uri,
+        "pairs": [f"{uri}:{task}" for uri, task in pair_sources],
+        "holdout_fraction": holdout_fraction,
+        "training": training_report.as_dict(),
+        "training_config": training.model_dump(mode="json"),
+        "cleaning": cleaning,
+        "holdout": holdout,
+        "promote_with": {"embedding_model": {"registry_uri": registry_uri, "model_id": model_id}},
+    }
+
+
+def write_report(report: dict[str, Any], uri: str) -> None:
+    """The training report as JSON, atomically."""
+    storage.write_json(uri, report)
