@@ -108,7 +108,8 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
                 config_path,
                 run_id=str(run_id),
                 snapshot_date=snapshot,
-                runs_uri=runs_uri and storage.absolute(runs_uri),
+                # A config's own relative runs_uri is resolved by prepare() against the config file's folder.
+                runs_uri=settings.runs_uri and storage.absolute(settings.runs_uri),
                 cache_uri=settings.cache_uri,
                 categories=list(params.get("categories") or []),
                 full_refresh=bool(params.get("full_refresh")),

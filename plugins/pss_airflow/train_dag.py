@@ -69,7 +69,9 @@ def _metric_lines(compound: dict[str, Any], model: dict[str, Any], indent: str) 
     lines = []
     for name in [*compound, *(k for k in model if k not in compound)]:
         before, after = compound.get(name), model.get(name)
-        if isinstance(before, int | float) and isinstance(after, int | float) and not isinstance(before, bool):
+        if type(before) is int and type(after) is int:
+            lines.append(f"{indent}{name:<14} {before:>9d} → {after:>9d}")
+        elif isinstance(before, int | float) and isinstance(after, int | float) and not isinstance(before, bool):
             lines.append(f"{indent}{name:<14} {before:>9.4f} → {after:>9.4f}  ({after - before:+.4f})")
         else:
             lines.append(f"{indent}{name:<14} {before!s:>9} → {after!s:>9}")
@@ -204,7 +206,7 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
                 log.info("%s", line)
             return str(result["model_id"])
 
-        run = prepare_training()
+        run: Any = prepare_training()
         common: dict[str, Any] = {
             "task_id": "train",
             "step": "train",

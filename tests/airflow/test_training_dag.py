@@ -169,6 +169,7 @@ def test_comparison_text_names_both_embeddings_and_how_to_promote() -> None:
     text = comparison_text(report, "/configs/app.yaml")
     assert "siamese-0123456789abcdef" in text and "NOT promoted" in text
     assert "task labelled" in text and "0.5000 →    0.7500  (+0.2500)" in text
+    assert "positives             10 →        10" in text
     assert "edit /configs/app.yaml" in text and "model_id: siamese-0123456789abcdef" in text
 
 
