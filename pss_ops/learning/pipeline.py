@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -66,6 +67,79 @@ def _verification(vectors: np.ndarray, row: dict[str, int], pairs: PairSet) -> d
     return {k: round(v, 4) for k, v in recall_at_precision(np.sum(a * b, axis=1), pairs.label).items()}
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """A catalog's compound vectors, the cleaned training pairs and the untouched held-out pairs, per task."""
+
+    ids: list[str]
+    compound: np.ndarray
+    attribute: np.ndarray | None
+    train: dict[str, PairSet]
+    holdout: dict[str, PairSet]
+    cleaning: dict[str, Any]
+
+    @property
+    def row(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.ids)}
+
+
+def prepare_training_data(
+    config: AppConfig,
+    *,
+    catalog_uri: str,
+    pair_sources: Sequence[tuple[str, str]],
+    holdout_fraction: float = 0.3,
+    seed: int = 0,
+    hard_per_positive: int = 5,
+    random_ratio: float = 5.0,
+    positive_min: float = 0.6,
+    negative_max: float = 0.8,
+) -> TrainingData:
+    """Embed the catalog, split each task's pairs by query item, mine and clean training negatives (§3.1.3)."""
+    with timed("train: embed catalog"):
+        catalog = validate_catalog(read_catalog(catalog_uri), config).accepted
+        ids = catalog["item_id"].tolist()
+        compound = compound_vectors(catalog, config)
+    known = set(ids)
+    attribute_name = config.post_filter.different[0] if config.post_filter.different else None
+    attribute = np.asarray(catalog[attribute_name].tolist(), dtype=object) if attribute_name else None
+    blocks = FeatureBlocks.from_compound(ids, compound, config)
+    train: dict[str, PairSet] = {}
+    holdout: dict[str, PairSet] = {}
+    cleaning: dict[str, Any] = {}
+    for uri, task in pair_sources:
+        pairs = _known(read_pairs(uri, task), known, uri)
+        train_pairs, held = split_by_query(pairs, holdout_fraction=holdout_fraction, seed=seed)
+        train_pos = train_pairs.positives
+        mined = train_pairs.concat(
+            hard_negatives(train_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
+            random_negatives(train_pos, ids, ratio=random_ratio, seed=seed),
+        )
+        train[task], report = clean_pairs(mined, blocks, positive_min=positive_min, negative_max=negative_max)
+        cleaning[task] = report.as_dict()
+        # Held-out negatives are mined the same way but never cleaned: evaluation sees the hard cases.
+        held_pos = held.positives
+        holdout[task] = held.concat(
+            hard_negatives(held_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
+            random_negatives(held_pos, ids, ratio=random_ratio, seed=seed + 1),
+        )
+    return TrainingData(ids, compound, attribute, train, holdout, cleaning)
+
+
+def evaluate_holdout(vectors: np.ndarray, data: TrainingData) -> dict[str, dict[str, float]]:
+    """Per task: candidate recall@k of the held-out positives and recall at precision over held-out pairs."""
+    row = data.row
+    return {
+        task: {
+            **_candidate_recall(vectors, row, held, data.attribute),
+            **_verification(vectors, row, held),
+            "positives": int(held.label.sum()),
+            "negatives": int((held.label == 0).sum()),
+        }
+        for task, held in data.holdout.items()
+    }
+
+
 def train_model(
     config: AppConfig,
     *,
@@ -75,60 +149,21 @@ def train_model(
     training: TrainingConfig,
     holdout_fraction: float = 0.3,
     seed: int = 0,
-    hard_per_positive: int = 5,
-    random_ratio: float = 5.0,
-    positive_min: float = 0.6,
-    negative_max: float = 0.8,
+    **mining: Any,
 ) -> dict[str, Any]:
     """Train on the config's compound embedding, evaluate against it on held-out queries, save; never promote."""
     if config.embedding_model is not None:
         raise ValueError("train on a config without embedding_model: the model is trained on the compound embedding")
-    with timed("train: embed catalog"):
-        catalog = validate_catalog(read_catalog(catalog_uri), config).accepted
-        ids = catalog["item_id"].tolist()
-        compound = compound_vectors(catalog, config)
-    row = {item: i for i, item in enumerate(ids)}
-    known = set(ids)
-    attribute_name = config.post_filter.different[0] if config.post_filter.different else None
-    attribute = np.asarray(catalog[attribute_name].tolist(), dtype=object) if attribute_name else None
-    blocks = FeatureBlocks.from_compound(ids, compound, config)
-
-    train_tasks: dict[str, PairSet] = {}
-    holdouts: dict[str, PairSet] = {}
-    cleaning: dict[str, Any] = {}
-    for uri, task in pair_sources:
-        pairs = _known(read_pairs(uri, task), known, uri)
-        train_pairs, held = split_by_query(pairs, holdout_fraction=holdout_fraction, seed=seed)
-        train_pos = train_pairs.positives
-        mined = [
-            train_pairs,
-            hard_negatives(train_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
-            random_negatives(train_pos, ids, ratio=random_ratio, seed=seed),
-        ]
-        cleaned, report = clean_pairs(mined[0].concat(*mined[1:]), blocks, positive_min=positive_min, negative_max=negative_max)
-        train_tasks[task] = cleaned
-        cleaning[task] = report.as_dict()
-        # Held-out negatives are mined the same way but never cleaned: evaluation sees the hard cases.
-        held_pos = held.positives
-        holdouts[task] = held.concat(
-            hard_negatives(held_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
-            random_negatives(held_pos, ids, ratio=random_ratio, seed=seed + 1),
-        )
-
+    data = prepare_training_data(
+        config, catalog_uri=catalog_uri, pair_sources=pair_sources, holdout_fraction=holdout_fraction, seed=seed, **mining
+    )
     with timed("train: fit"):
-        model, training_report = train_siamese(compound, ids, train_tasks, training)
-    model_id = save_model(model, model_spec(config, training, train_tasks), registry_uri)
-    learned = model.embed(compound, device=training.device)
-
-    holdout: dict[str, Any] = {"compound": {}, "model": {}}
-    for task, held in holdouts.items():
-        for name, vectors in (("compound", compound), ("model", learned)):
-            holdout[name][task] = {
-                **_candidate_recall(vectors, row, held, attribute),
-                **_verification(vectors, row, held),
-                "positives": int(held.label.sum()),
-                "negatives": int((held.label == 0).sum()),
-            }
+        model, training_report = train_siamese(data.compound, data.ids, data.train, training)
+    model_id = save_model(model, model_spec(config, training, data.train), registry_uri)
+    holdout = {
+        "compound": evaluate_holdout(data.compound, data),
+        "model": evaluate_holdout(model.embed(data.compound, device=training.device), data),
+    }
     log.info("trained %s: held-out %s", model_id, holdout)
     return {
         "model_id": model_id,
@@ -139,7 +174,7 @@ def train_model(
         "holdout_fraction": holdout_fraction,
         "training": training_report.as_dict(),
         "training_config": training.model_dump(mode="json"),
-        "cleaning": cleaning,
+        "cleaning": data.cleaning,
         "holdout": holdout,
         "promote_with": {"embedding_model": {"registry_uri": registry_uri, "model_id": model_id}},
     }
