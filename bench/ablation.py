@@ -94,14 +94,19 @@ def main() -> None:
     brand_positives = group_pairs(catalog["item_id"].tolist(), catalog["brand"].to_numpy(dtype=object), task="same_brand", seed=args.seed)
     # A weak behaviour-like signal (paper's V2P stands in): same brand vs random items.
     brand_task = brand_positives.concat(random_negatives(brand_positives, data.ids, ratio=1.0, seed=args.seed))
-    variants = [
-        (f"SiameseNet {n}x256, labelled", (256,) * n, {"labelled": data.train["labelled"]}) for n in map(int, args.layers.split(","))
-    ]
-    variants.append(("SiameseNet 4x256, labelled + same brand", (256,) * 4, {"labelled": data.train["labelled"], "same_brand": brand_task}))
-    for name, widths, tasks in variants:
+    labelled = {"labelled": data.train["labelled"]}
+    variants = [(f"SiameseNet {n}x256, labelled", (256,) * n, 0.0, labelled) for n in map(int, args.layers.split(","))]
+    # The spike's best recipe (docs/experiments/2026-11-21-siamese-spike.md): one layer, compound kept as a skip.
+    variants.append(("SiameseNet 1x256 + compound skip, labelled", (256,), 1.0, labelled))
+    variants.append(("SiameseNet 4x256, labelled + same brand", (256,) * 4, 0.0, {**labelled, "same_brand": brand_task}))
+    for name, widths, skip_weight, tasks in variants:
         started = time.perf_counter()
         training = TrainingConfig(
-            widths=widths, epochs=args.epochs, seed=args.seed, task_weights={t: (1.0 if t == "labelled" else 0.2) for t in tasks}
+            widths=widths,
+            skip_weight=skip_weight,
+            epochs=args.epochs,
+            seed=args.seed,
+            task_weights={t: (1.0 if t == "labelled" else 0.2) for t in tasks},
         )
         model, _ = train_siamese(data.compound, data.ids, tasks, training)
         add(name, model.embed(data.compound), model.embed, time.perf_counter() - started)

@@ -29,6 +29,8 @@ class TrainingConfig(BaseModel):
     widths: tuple[Annotated[int, Field(ge=1)], ...] = Field((256, 256, 256, 256), min_length=1)
     last_activation: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)
+    # > 0: the output concatenates the (weighted) compound input with the learned part; see SiameseNet.
+    skip_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
     margin: float = Field(1.0, gt=0, allow_inf_nan=False)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -219,7 +221,13 @@ def train_siamese(
     stale = 0
     epoch = 0
     with deterministic(config.seed):
-        model = SiameseNet(features_np.shape[1], config.widths, last_activation=config.last_activation, dropout=config.dropout)
+        model = SiameseNet(
+            features_np.shape[1],
+            config.widths,
+            last_activation=config.last_activation,
+            dropout=config.dropout,
+            skip_weight=config.skip_weight,
+        )
         model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         if validate:
@@ -296,6 +304,7 @@ def model_spec(app_config: AppConfig, config: TrainingConfig, tasks: Mapping[str
         widths=config.widths,
         last_activation=config.last_activation,
         dropout=config.dropout,
+        skip_weight=config.skip_weight,
         margin=config.margin,
         training_data=pairs_fingerprint(tasks.values()),
         tasks=config.weights_for(list(tasks)),

@@ -156,3 +156,17 @@ def test_spec_must_describe_the_model(registry: str) -> None:
     with pytest.raises(ValueError, match=r"widths=\(32, 8\)"):
         save_model(SiameseNet(24, (32, 8), dropout=0.1), SPEC, registry)
     assert list_models(registry) == []
+
+
+def test_skip_models_round_trip_and_differ_by_id(registry: str) -> None:
+    """The skip weight is part of the architecture: it is stored, rebuilt, and changes the content id."""
+    skip_spec = SPEC.model_copy(update={"skip_weight": 1.0})
+    torch.manual_seed(5)
+    model = skip_spec.build()
+    model_id = save_model(model, skip_spec, registry)
+    loaded, spec = load_model(registry, model_id)
+    assert spec.skip_weight == 1.0 and loaded.output_dim == 16 + 24
+    assert np.array_equal(loaded.embed(X), model.embed(X))
+    plain = SPEC.build()
+    plain.load_state_dict(model.state_dict())
+    assert save_model(plain, SPEC, registry) != model_id

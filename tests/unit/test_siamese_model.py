@@ -225,3 +225,21 @@ def test_spec_rejects_inconsistent_fields() -> None:
         spec(tasks={})
     with pytest.raises(ValueError, match="extra"):
         ModelSpec.model_validate({**spec().model_dump(mode="json"), "surprise": 1})
+
+
+def test_skip_output_concatenates_the_input_and_averages_the_cosines() -> None:
+    """With skip_weight 1 the embedding's cosine is the mean of the input's and the learned part's."""
+    torch.manual_seed(3)
+    model = SiameseNet(6, (4,), skip_weight=1.0).eval()
+    x = torch.randn(5, 6)
+    out = model(x)
+    assert out.shape == (5, 10) and model.output_dim == 10
+    assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-6)
+    plain = SiameseNet(6, (4,)).eval()
+    plain.load_state_dict(model.state_dict())
+    inputs = torch.nn.functional.normalize(x, dim=1)
+    learned = plain(x)
+    expected = 0.5 * (inputs[0] @ inputs[1] + learned[0] @ learned[1])
+    assert torch.isclose(out[0] @ out[1], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="skip_weight"):
+        SiameseNet(6, (4,), skip_weight=-1.0)
