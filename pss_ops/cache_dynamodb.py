@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,25 +92,13 @@ class DynamoDBEmbeddingCache(EmbeddingCache):
                     "ProjectionExpression": "pk, content_hash, dim, vector",
                 }
             }
-            for attempt in range(self.max_attempts):
-                response = self.client.batch_get_item(RequestItems=request)
+            for response in self._until_processed(self.client.batch_get_item, request, "UnprocessedKeys", "Keys"):
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     item_id = item["pk"]["S"][prefix:]
                     content_hash = item["content_hash"]["S"]
                     vector = np.frombuffer(bytes(item["vector"]["B"]), dtype=np.float32)
                     if wanted.get(item_id) == content_hash and vector.shape[0] == int(item["dim"]["N"]):
                         found[(item_id, content_hash)] = vector
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                log.debug("batch_get_item: %d keys unprocessed, retrying", len(request[self.table_name]["Keys"]))
-                if attempt + 1 < self.max_attempts:  # no pointless sleep before giving up
-                    self._backoff(attempt)
-            else:
-                raise CacheThrottledError(
-                    f"DynamoDB table {self.table_name}: {len(request[self.table_name]['Keys'])} keys still unprocessed "
-                    f"after {self.max_attempts} attempts"
-                )
         return found
 
     def put_many(self, model_id: str, entries: Iterable[tuple[str, str, np.ndarray]]) -> None:
@@ -134,20 +122,29 @@ class DynamoDBEmbeddingCache(EmbeddingCache):
 
     def _write(self, requests: list[dict[str, Any]]) -> None:
         for start in range(0, len(requests), WRITE_BATCH):
-            pending: dict[str, Any] = {self.table_name: requests[start : start + WRITE_BATCH]}
-            for attempt in range(self.max_attempts):
-                response = self.client.batch_write_item(RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                log.debug("batch_write_item: %d items unprocessed, retrying", len(pending[self.table_name]))
-                if attempt + 1 < self.max_attempts:  # no pointless sleep before giving up
-                    self._backoff(attempt)
-            else:
-                raise CacheThrottledError(
-                    f"DynamoDB table {self.table_name}: {len(pending[self.table_name])} writes still unprocessed "
-                    f"after {self.max_attempts} attempts"
-                )
+            pending = {self.table_name: requests[start : start + WRITE_BATCH]}
+            for _ in self._until_processed(self.client.batch_write_item, pending, "UnprocessedItems", None):
+                pass
+
+    def _until_processed(self, call: Any, request: dict[str, Any], unprocessed: str, items: str | None) -> Iterator[dict[str, Any]]:
+        """Yield each response of call(RequestItems=...) while re-sending what DynamoDB left unprocessed.
+
+        Backs off with jitter between attempts; raises CacheThrottledError after max_attempts, never drops anything.
+        """
+        for attempt in range(self.max_attempts):
+            response = call(RequestItems=request)
+            yield response
+            request = response.get(unprocessed) or {}
+            if not request:
+                return
+            left = request[self.table_name][items] if items else request[self.table_name]
+            log.debug("%s: %d unprocessed, retrying", unprocessed, len(left))
+            if attempt + 1 < self.max_attempts:  # no pointless sleep before giving up
+                self._backoff(attempt)
+        raise CacheThrottledError(
+            f"DynamoDB table {self.table_name}: {len(left)} {'keys' if items else 'writes'} still unprocessed "
+            f"after {self.max_attempts} attempts"
+        )
 
     def delete_model(self, model_id: str) -> int:
         paginator = self.client.get_paginator("scan")

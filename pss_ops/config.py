@@ -255,15 +255,11 @@ def parse_config(data: Any, source: str = "<dict>") -> AppConfig:
 
 def load_config(path: str | Path) -> AppConfig:
     """Read and validate a YAML config file, local or s3://."""
+    from pss_ops import storage
+
     path = str(path)
     try:
-        if path.startswith("s3://"):
-            # Only here: the URI layer imports pyarrow, which DAG parsing must not pay for.
-            from pss_ops import storage
-
-            text = storage.read_text(path)
-        else:
-            text = Path(path).read_text(encoding="utf-8")
+        text = storage.read_text(path)
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
     try:

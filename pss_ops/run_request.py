@@ -36,12 +36,6 @@ def safe_run_id(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", run_id)
 
 
-def _resolve(uri: str, base: Path) -> str:
-    if storage.is_s3(uri) or Path(uri).is_absolute():
-        return uri
-    return str((base / uri).resolve())
-
-
 def prepare_run(
     config_path: str,
     *,
@@ -58,8 +52,8 @@ def prepare_run(
     base = Path(config_path).resolve().parent if not storage.is_s3(config_path) else Path.cwd()
     if not config.catalog_uri:
         raise ValueError(f"config {config_path} sets no catalog_uri; the scheduled refresh needs one")
-    catalog_uri = _resolve(config.catalog_uri, base)
-    root = runs_uri or (config.runs_uri and _resolve(config.runs_uri, base))
+    catalog_uri = storage.resolve(config.catalog_uri, base)
+    root = runs_uri or (config.runs_uri and storage.resolve(config.runs_uri, base))
     if not root:
         raise ValueError("no runs location: set PSS_RUNS_URI or runs_uri in the config")
     root = storage.absolute(root)

@@ -1,4 +1,7 @@
-"""One URI layer for local paths and s3:// objects; every write is atomic."""
+"""One URI layer for local paths and s3:// objects; every write is atomic.
+
+pyarrow is imported only by the Parquet functions, so DAG parsing can use the rest cheaply.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 _s3_client: Any = None
 
@@ -49,6 +53,13 @@ def join(base: str, *parts: str) -> str:
     if is_s3(base):
         return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
     return str(Path(base, *parts))
+
+
+def resolve(uri: str, base: str | Path) -> str:
+    """A local path relative to base made absolute; s3:// URIs and absolute paths unchanged."""
+    if is_s3(uri):
+        return uri
+    return str((Path(base) / Path(uri).expanduser()).resolve())
 
 
 def absolute(uri: str) -> str:
@@ -134,6 +145,8 @@ def write_json(uri: str, payload: Any) -> None:
 
 def write_parquet(uri: str, table: pa.Table) -> None:
     """Write a Parquet file atomically."""
+    import pyarrow.parquet as pq
+
     if is_s3(uri):
         sink = io.BytesIO()
         pq.write_table(table, sink)
@@ -152,6 +165,9 @@ def write_parquet(uri: str, table: pa.Table) -> None:
 
 def open_parquet(uri: str) -> pq.ParquetFile:
     """Open a Parquet file for streaming by row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if is_s3(uri):
         return pq.ParquetFile(pa.BufferReader(read_bytes(uri)))
     return pq.ParquetFile(uri)
@@ -174,6 +190,8 @@ def local_copy(uri: str, directory: str) -> str:
 
 def write_parquet_batches(uri: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> int:
     """Stream tables into one Parquet file, made visible atomically at the end; returns rows."""
+    import pyarrow.parquet as pq
+
     rows = 0
     target = Path(uri) if not is_s3(uri) else None
     if target is not None:

@@ -12,6 +12,7 @@ from airflow.sdk import DAG, Param, task
 from pss_airflow.dag_factory import _executor, catalog_config_paths
 from pss_airflow.operators.pss_step import PssBatchStepOperator, PssLocalStepOperator
 from pss_airflow.settings import PssSettings
+from pss_ops import storage
 from pss_ops.config import AppConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -39,22 +40,11 @@ Runs go under `<runs root>/{application}/training/<run id>`. Executor: `{executo
 """
 
 
-def _resolve(uri: str, base: Path) -> str:
-    """A local path relative to base made absolute; s3:// and absolute paths unchanged (no storage import)."""
-    if uri.startswith("s3://"):
-        return uri.rstrip("/")
-    return str((base / Path(uri).expanduser()).resolve())
-
-
-def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts]) if root.startswith("s3://") else str(Path(root, *parts))
-
-
 def _runs_root(settings: PssSettings, config: AppConfig, config_dir: Path) -> str | None:
     """PSS_RUNS_URI (relative to the working directory), else the config's runs_uri (relative to the config)."""
     if settings.runs_uri:
-        return _resolve(settings.runs_uri, Path.cwd())
-    return _resolve(config.runs_uri, config_dir) if config.runs_uri else None
+        return storage.resolve(settings.runs_uri, Path.cwd())
+    return storage.resolve(config.runs_uri, config_dir) if config.runs_uri else None
 
 
 def pair_argument(value: str, base: Path) -> str:
@@ -62,7 +52,7 @@ def pair_argument(value: str, base: Path) -> str:
     uri, sep, name = value.strip().rpartition(":")
     if not sep or not uri or not name or "/" in name or name != name.strip():
         raise ValueError(f"pairs entry {value!r} must be '<pairs.csv>:<task>', e.g. 'matches.csv:labelled'")
-    return f"{_resolve(uri, base)}:{name}"
+    return f"{storage.resolve(uri, base)}:{name}"
 
 
 def _metric_lines(compound: dict[str, Any], model: dict[str, Any], indent: str) -> list[str]:
@@ -112,8 +102,8 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
     config = load_config(config_path)
     runs_root = _runs_root(settings, config, config_dir)
     executor = _executor(settings, config.batch is not None, runs_root)
-    catalog_uri = _resolve(config.catalog_uri, config_dir) if config.catalog_uri else None
-    default_registry = _join(runs_root, "models") if runs_root else None
+    catalog_uri = storage.resolve(config.catalog_uri, config_dir) if config.catalog_uri else None
+    default_registry = storage.join(runs_root, "models") if runs_root else None
     uses_aws = any(u and u.startswith("s3://") for u in (runs_root, catalog_uri))
     resources = config.batch.resources("train") if config.batch else None
     # A GPU queue for `train` (batch.steps.train.gpus) means the trainer should use it.
@@ -175,7 +165,7 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
                 raise ValueError("no runs location: set PSS_RUNS_URI or runs_uri in the config")
             if not catalog_uri:
                 raise ValueError(f"config {config_path} sets no catalog_uri")
-            registry = _resolve(params.get("registry_uri") or default_registry or "", config_dir)
+            registry = storage.resolve(params.get("registry_uri") or default_registry or "", config_dir)
             configure_s3(registry, *pairs)
             # Models are trained on the compound embedding, also when a model is already promoted.
             frozen = load_config(config_path).model_copy(update={"embedding_model": None})

@@ -143,7 +143,7 @@ def test_batch_partitioned_step_without_chunk_is_refused(batch_client: _BatchCli
 
 def test_batch_publish_reads_warehouse_connection_at_execute_time(batch_client: _BatchClient, monkeypatch: pytest.MonkeyPatch) -> None:
     operator = _batch_operator(
-        "publish", warehouse_conn_id="pss_warehouse", default_warehouse_url="sqlite:////tmp/fallback.sqlite", environment={"PSS_X": "1"}
+        "publish", warehouse_conn_id="pss_warehouse", default_warehouse_url="sqlite:///fallback.sqlite", environment={"PSS_X": "1"}
     )
     # Defined only after the operator exists: the URL (with its password) is read when the task runs.
     monkeypatch.setenv("AIRFLOW_CONN_PSS_WAREHOUSE", WAREHOUSE_CONN)
