@@ -63,6 +63,24 @@ class CharNgramFeature(_Strict):
         return self
 
 
+class ModelTokenFeature(_Strict):
+    """Hashed whole tokens that contain a digit: model numbers, capacities, versions, compared exactly.
+
+    Character n-grams score "wd red 1tb" and "wd red 3tb" as near-identical; as whole tokens, "1tb" and
+    "3tb" share nothing, which is what tells two offers of different products apart (WDC computers).
+    """
+
+    type: Literal["model_tokens"]
+    name: str = "model_tokens"
+    fields: tuple[Literal["title", "description", "brand"], ...] = ("title",)
+    dims: int = Field(4096, ge=16, le=1 << 20)
+    weight: float = Field(0.5, gt=0)
+
+    @property
+    def dim(self) -> int:
+        return self.dims
+
+
 class PrecomputedVectorFeature(_Strict):
     """A vector computed upstream (image or behaviour embedding) read from a catalog column."""
 
@@ -73,16 +91,57 @@ class PrecomputedVectorFeature(_Strict):
     weight: float = Field(1.0, gt=0)
 
 
-Feature = Annotated[TextEmbeddingFeature | CharNgramFeature | PrecomputedVectorFeature, Field(discriminator="type")]
+Feature = Annotated[
+    TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature, Field(discriminator="type")
+]
+
+
+_MEMORY_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_memory(text: str) -> int:
+    """Bytes in a human memory size: "8G", "512M", "1.5G", "64KB", "4096" (binary units, as autofaiss)."""
+    raw = str(text).strip().upper()
+    for suffix in ("IB", "B"):
+        if raw.endswith(suffix) and len(raw) > len(suffix):
+            raw = raw[: -len(suffix)]
+            break
+    unit = raw[-1] if raw and raw[-1] in _MEMORY_UNITS else ""
+    try:
+        value = float(raw[:-1] if unit else raw)
+    except ValueError:
+        raise ValueError(f"memory size {text!r} is not a number with an optional unit K, M, G or T (like '8G' or '512M')") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"memory size {text!r} must be positive and finite")
+    return int(value * _MEMORY_UNITS.get(unit, 1))
+
+
+class IndexTuningConfig(_Strict):
+    """Choose partition size, HNSW M, efConstruction and efSearch by measuring recall on a sample (like autofaiss)."""
+
+    target_recall: float = Field(0.99, gt=0, le=1)
+    # What one build or query process may hold: bounds the rows per index partition.
+    memory_budget: str = "8G"
+    # Rows of the largest scope the trial indexes are built on, and how many of them are measured as queries.
+    sample_rows: int = Field(50_000, ge=100)
+    sample_queries: int = Field(1_000, ge=10)
+    seed: int = 0
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _readable_budget(cls, value: str) -> str:
+        parse_memory(value)
+        return value
 
 
 class IndexConfig(_Strict):
-    """HNSW parameters and how many items one index partition holds."""
+    """HNSW parameters and how many items one index partition holds; with tuning set, plan_index chooses them."""
 
     hnsw_m: int = Field(32, ge=4, le=256)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(128, ge=8)
     partition_size: int = Field(1_000_000, ge=2)
+    tuning: IndexTuningConfig | None = None
 
 
 class CatalogConfig(_Strict):
@@ -218,7 +277,7 @@ class AppConfig(_Strict):
         return self.embedding_model.model_id if self.embedding_model else self.compound_model_id
 
 
-def feature_name(feature: TextEmbeddingFeature | CharNgramFeature | PrecomputedVectorFeature) -> str:
+def feature_name(feature: TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature) -> str:
     """A feature's display name, defaulting to its column for precomputed vectors."""
     return feature.name or getattr(feature, "column", feature.type)
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pss_ops.config import AppConfig, CharNgramFeature, PrecomputedVectorFeature, TextEmbeddingFeature
-from pss_ops.features.lexical import char_ngram_vectors
+from pss_ops.config import AppConfig, CharNgramFeature, ModelTokenFeature, PrecomputedVectorFeature, TextEmbeddingFeature
+from pss_ops.features.lexical import char_ngram_vectors, model_token_vectors
 from pss_ops.features.text import encode_texts
 
 
@@ -62,6 +62,8 @@ def compound_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "c
         elif isinstance(feature, CharNgramFeature):
             texts = feature_text(frame, feature.fields)
             block = char_ngram_vectors(texts, ngram_min=feature.ngram_min, ngram_max=feature.ngram_max, dims=feature.dims)
+        elif isinstance(feature, ModelTokenFeature):
+            block = model_token_vectors(feature_text(frame, feature.fields), dims=feature.dims)
         else:
             block = np.stack(frame[feature.column].tolist()).astype(np.float32) if len(frame) else np.zeros((0, feature.dim), np.float32)
         blocks.append(_normalise(block) * np.float32(feature.weight))

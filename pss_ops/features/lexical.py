@@ -27,3 +27,26 @@ def char_ngram_vectors(texts: Sequence[str], *, ngram_min: int, ngram_max: int, 
     norms = np.linalg.norm(dense, axis=1, keepdims=True)
     np.divide(dense, norms, out=dense, where=norms > 0)
     return dense
+
+
+# A token is a run of word characters with at least one digit: "1tb", "hx426c15fb", "2007", "v11".
+MODEL_TOKEN_PATTERN = r"(?u)\b\w*\d\w*\b"
+
+
+def model_token_vectors(texts: Sequence[str], *, dims: int) -> np.ndarray:
+    """Hashed presence of digit-bearing tokens, L2-normalised; rows without any such token are zero."""
+    # Binary presence, not counts: a model number repeated in a noisy title is still one identity claim.
+    vectorizer = HashingVectorizer(
+        analyzer="word",
+        token_pattern=MODEL_TOKEN_PATTERN,
+        n_features=dims,
+        alternate_sign=False,
+        binary=True,
+        norm=None,
+        lowercase=True,
+        dtype=np.float32,
+    )
+    dense = vectorizer.transform(list(texts)).toarray().astype(np.float32, copy=False)
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    np.divide(dense, norms, out=dense, where=norms > 0)
+    return dense

@@ -41,6 +41,7 @@ class SiameseNet(nn.Module):
         last_activation: bool = False,
         dropout: float = 0.0,
         skip_weight: float = 0.0,
+        feature_widths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -52,6 +53,9 @@ class SiameseNet(nn.Module):
             raise ValueError(f"widths must be a non-empty sequence of positive layer sizes, got {widths}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        feature_widths = tuple(int(w) for w in feature_widths) if feature_widths is not None else None
+        if feature_widths is not None and (min(feature_widths, default=0) < 1 or sum(feature_widths) != input_dim):
+            raise ValueError(f"feature_widths {feature_widths} must be positive and sum to input_dim {input_dim}")
         self.input_dim = int(input_dim)
         self.widths = widths
         self.last_activation = bool(last_activation)
@@ -60,6 +64,13 @@ class SiameseNet(nn.Module):
         # with weight 1 the cosine is the mean of the compound's and the learned one. On 1,300 labelled pairs
         # this kept the compound's recall@10 while the learned half lifted recall@1 (docs/experiments).
         self.skip_weight = float(skip_weight)
+        # With feature_widths, one learned weight per compound feature block scales the input before both the
+        # layers and the skip: the compound's hand-set weights become trainable. On Amazon-Google the model-number
+        # block's weight grows, and that carries over to a catalog the model never saw (WDC computers).
+        self.feature_widths = feature_widths
+        if feature_widths is not None:
+            self.feature_log_weights = nn.Parameter(torch.zeros(len(feature_widths)))
+            self.register_buffer("_block_sizes", torch.tensor(feature_widths), persistent=False)
         blocks = []
         previous = self.input_dim
         for index, width in enumerate(widths):
@@ -79,8 +90,15 @@ class SiameseNet(nn.Module):
         """Width of the embedding."""
         return self.widths[-1] + (self.input_dim if self.skip_weight > 0 else 0)
 
+    def feature_weights(self) -> torch.Tensor | None:
+        """The learned multiplier of each feature block (1 at initialisation), or None without them."""
+        return torch.exp(self.feature_log_weights) if self.feature_widths is not None else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a (n, input_dim) batch into unit-norm (n, output_dim) rows."""
+        if self.feature_widths is not None:
+            # exp keeps every block's weight positive: a feature can fade but never flip its similarity.
+            x = x * torch.repeat_interleave(torch.exp(self.feature_log_weights), self._block_sizes)
         learned = F.normalize(self.blocks(x), p=2.0, dim=1)
         if self.skip_weight == 0:
             return learned
@@ -176,6 +194,8 @@ class ModelSpec(BaseModel):
     last_activation: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)
     skip_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
+    # One trainable weight per feature block of the input (see SiameseNet.feature_widths).
+    learn_feature_weights: bool = False
     margin: float = Field(1.0, gt=0, allow_inf_nan=False)
     # The compound config's features list: the model is only valid on that compound embedding.
     features: tuple[dict[str, Any], ...] = Field(min_length=1)
@@ -215,18 +235,31 @@ class ModelSpec(BaseModel):
         payload = self.model_dump(mode="json", exclude={"created_at"})
         return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
+    @property
+    def feature_widths(self) -> tuple[int, ...] | None:
+        """Widths of the input's feature blocks when the model learns their weights, else None."""
+        if not self.learn_feature_weights:
+            return None
+        return tuple(_FEATURES.validate_python(feature).dim for feature in self.features)
+
     def build(self) -> SiameseNet:
         """A freshly initialised network with this spec's architecture."""
         return SiameseNet(
-            self.input_dim, self.widths, last_activation=self.last_activation, dropout=self.dropout, skip_weight=self.skip_weight
+            self.input_dim,
+            self.widths,
+            last_activation=self.last_activation,
+            dropout=self.dropout,
+            skip_weight=self.skip_weight,
+            feature_widths=self.feature_widths,
         )
 
     def describes(self, model: SiameseNet) -> bool:
         """True when the model has exactly this spec's architecture."""
-        return (model.input_dim, model.widths, model.last_activation, model.dropout, model.skip_weight) == (
+        return (model.input_dim, model.widths, model.last_activation, model.dropout, model.skip_weight, model.feature_widths) == (
             self.input_dim,
             tuple(self.widths),
             self.last_activation,
             self.dropout,
             self.skip_weight,
+            self.feature_widths,
         )

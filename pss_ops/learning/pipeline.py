@@ -158,7 +158,9 @@ def train_model(
         config, catalog_uri=catalog_uri, pair_sources=pair_sources, holdout_fraction=holdout_fraction, seed=seed, **mining
     )
     with timed("train: fit"):
-        model, training_report = train_siamese(data.compound, data.ids, data.train, training)
+        model, training_report = train_siamese(
+            data.compound, data.ids, data.train, training, feature_widths=[f.dim for f in config.features]
+        )
     model_id = save_model(model, model_spec(config, training, data.train), registry_uri)
     holdout = {
         "compound": evaluate_holdout(data.compound, data),

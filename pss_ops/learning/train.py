@@ -31,6 +31,8 @@ class TrainingConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     # > 0: the output concatenates the (weighted) compound input with the learned part; see SiameseNet.
     skip_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
+    # Learn one weight per compound feature block (train_siamese then needs the blocks' widths).
+    learn_feature_weights: bool = False
     margin: float = Field(1.0, gt=0, allow_inf_nan=False)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -160,6 +162,8 @@ def train_siamese(
     ids: Sequence[str],
     tasks: Mapping[str, PairSet],
     config: TrainingConfig,
+    *,
+    feature_widths: Sequence[int] | None = None,
 ) -> tuple[SiameseNet, TrainingReport]:
     """Train a SiameseNet on compound vectors (rows aligned with ids) with one contrastive loss per task.
 
@@ -175,6 +179,8 @@ def train_siamese(
     """
     if not tasks:
         raise ValueError("train_siamese needs at least one task")
+    if config.learn_feature_weights and feature_widths is None:
+        raise ValueError("learn_feature_weights needs the compound's feature_widths (e.g. [f.dim for f in app_config.features])")
     for name, pairs in tasks.items():
         if name != pairs.task:
             raise ValueError(f"task {name!r} is given the pairs of task {pairs.task!r}")
@@ -227,6 +233,7 @@ def train_siamese(
             last_activation=config.last_activation,
             dropout=config.dropout,
             skip_weight=config.skip_weight,
+            feature_widths=feature_widths if config.learn_feature_weights else None,
         )
         model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -305,6 +312,7 @@ def model_spec(app_config: AppConfig, config: TrainingConfig, tasks: Mapping[str
         last_activation=config.last_activation,
         dropout=config.dropout,
         skip_weight=config.skip_weight,
+        learn_feature_weights=config.learn_feature_weights,
         margin=config.margin,
         training_data=pairs_fingerprint(tasks.values()),
         tasks=config.weights_for(list(tasks)),

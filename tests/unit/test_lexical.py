@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pss_ops.features.lexical import char_ngram_vectors
+from pss_ops.features.lexical import char_ngram_vectors, model_token_vectors
 
 TITLES = [
     "sony pslx350h belt-drive turntable",
@@ -96,3 +96,31 @@ def test_sublinear_term_frequency() -> None:
     assert len(values) == len(counts)  # no hash collisions at this width
     ratios = np.unique(np.round(values / values.min(), 4))
     np.testing.assert_allclose(ratios, [1.0, 1 + np.log(2), 1 + np.log(3)], rtol=1e-4)
+
+
+# Real WDC computers offers (../shared/data/wdc_computers): the first two are labelled different products.
+WDC_TITLES = [
+    "wd red 1tb nas hard drive 3 5 wd10efrx",
+    "wd red 3tb nas hard drive 3 5 wd30efrx",
+    "western digital red wd10efrx 1tb",
+    "hp enterprise proliant server",
+]
+
+
+def test_model_tokens_are_whole_tokens_with_a_digit() -> None:
+    out = model_token_vectors(WDC_TITLES, dims=4096)
+    assert out.dtype == np.float32 and out.shape == (4, 4096)
+    cos = out @ out.T
+    # Capacity and model number differ: as char n-grams these titles are near-identical, as tokens they share "3", "5".
+    assert cos[0, 1] == pytest.approx(2 / 4)
+    assert char_ngram_vectors(WDC_TITLES[:2], ngram_min=3, ngram_max=5, dims=4096).prod(axis=0).sum() > 0.75
+    # Same product in other words: the tokens {1tb, wd10efrx} are shared exactly.
+    assert cos[0, 2] == pytest.approx(2 / np.sqrt(4 * 2))
+    # No digit-bearing token: a zero row, which the compound normalisation leaves zero.
+    assert not out[3].any()
+    np.testing.assert_allclose(np.linalg.norm(out[:3], axis=1), 1.0, rtol=1e-6)
+
+
+def test_model_tokens_count_presence_not_repetition() -> None:
+    once, twice = model_token_vectors(["dell 2407wfp monitor", "dell 2407wfp 2407wfp monitor"], dims=256)
+    np.testing.assert_array_equal(once, twice)

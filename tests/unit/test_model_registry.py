@@ -170,3 +170,20 @@ def test_skip_models_round_trip_and_differ_by_id(registry: str) -> None:
     plain = SPEC.build()
     plain.load_state_dict(model.state_dict())
     assert save_model(plain, SPEC, registry) != model_id
+
+
+def test_learned_feature_weights_round_trip_and_differ_by_id(registry: str) -> None:
+    """Per-feature weights are stored as weights, rebuilt from the spec's features, and change the content id."""
+    weighted_spec = SPEC.model_copy(update={"learn_feature_weights": True})
+    torch.manual_seed(5)
+    model = weighted_spec.build()
+    with torch.no_grad():
+        model.feature_log_weights.copy_(torch.tensor([0.7, -0.4]))
+    model_id = save_model(model, weighted_spec, registry)
+    loaded, spec = load_model(registry, model_id)
+    assert spec.feature_widths == (16, 8)
+    weights = loaded.feature_weights()
+    assert weights is not None
+    np.testing.assert_allclose(weights.detach().numpy(), np.exp([0.7, -0.4]), rtol=1e-6)
+    assert np.array_equal(loaded.embed(X), model.embed(X))
+    assert model_id not in {save_model(trained(), SPEC, registry)}

@@ -243,3 +243,45 @@ def test_skip_output_concatenates_the_input_and_averages_the_cosines() -> None:
     assert torch.isclose(out[0] @ out[1], expected, atol=1e-6)
     with pytest.raises(ValueError, match="skip_weight"):
         SiameseNet(6, (4,), skip_weight=-1.0)
+
+
+def test_learned_feature_weights_scale_blocks_and_get_gradients() -> None:
+    """One weight per feature block, exp-parameterised, applied before both the layers and the skip."""
+    model = SiameseNet(24, (16,), skip_weight=1.0, feature_widths=(16, 8))
+    weights = model.feature_weights()
+    assert weights is not None and torch.equal(weights, torch.ones(2))
+    model.eval()
+    x = torch.randn(6, 24)
+    before = model(x)
+    with torch.no_grad():
+        # Doubling both blocks' weights changes the input's scale only; BatchNorm in eval mode is affine,
+        # so the output must change (the scale is not normalised away): the weights are live.
+        model.feature_log_weights.copy_(torch.log(torch.tensor([2.0, 2.0])))
+    assert not torch.allclose(model(x), before)
+    with torch.no_grad():
+        # Silence the second block (weight e^-30): the skip half then sees only the first block, direction-wise.
+        model.feature_log_weights.copy_(torch.tensor([0.0, -30.0]))
+    skip_part = model(x)[:, :24]
+    assert float(skip_part[:, 16:].abs().max()) < 1e-9
+    model.train()
+    with torch.no_grad():
+        model.feature_log_weights.zero_()
+    loss = contrastive_loss(*branches(model, torch.randn(8, 24), torch.randn(8, 24)), torch.tensor([1.0, 0.0] * 4), margin=1.0)
+    loss.backward()
+    assert model.feature_log_weights.grad is not None and float(model.feature_log_weights.grad.abs().min()) > 0
+
+
+def test_feature_widths_must_cover_the_input() -> None:
+    with pytest.raises(ValueError, match="sum to input_dim 24"):
+        SiameseNet(24, (8,), feature_widths=(16, 4))
+    with pytest.raises(ValueError, match="positive"):
+        SiameseNet(24, (8,), feature_widths=(24, 0))
+
+
+def test_spec_with_learned_feature_weights_builds_the_blocks_of_its_features() -> None:
+    spec = ModelSpec.for_config(CONFIG, widths=(16,), learn_feature_weights=True, training_data="t", tasks={"labelled": 1.0})
+    assert spec.feature_widths == (384, 8)
+    model = spec.build()
+    assert model.feature_widths == (384, 8) and spec.describes(model)
+    assert not spec.model_copy(update={"learn_feature_weights": False}).describes(model)
+    assert spec.content_json() != spec.model_copy(update={"learn_feature_weights": False}).content_json()
