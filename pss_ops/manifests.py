@@ -91,13 +91,58 @@ class RowSlice(Manifest):
 
 
 class IndexPartition(Manifest):
-    """One HNSW index to build: the slices of embedded partitions it covers."""
+    """One HNSW index to build: the slices of embedded partitions it covers, and its HNSW parameters."""
 
     number: int
     name: str
     scope: str
     rows: int
     slices: tuple[RowSlice, ...]
+    # The plan's parameters (the config's, or the tuner's choice); None in plans written before they were recorded.
+    hnsw_m: int | None = None
+    ef_construction: int | None = None
+    ef_search: int | None = None
+
+
+class TuningTrial(Manifest):
+    """One HNSW setting the tuner measured on the sample, and what it predicts at the partition size."""
+
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    partition_size: int
+    partitions: int
+    recall_small: float
+    recall_sample: float
+    predicted_recall: float
+    build_seconds_per_row: float
+    search_seconds_per_query: float
+    estimated_cpu_seconds: float
+    meets_target: bool
+
+
+class IndexTuning(Manifest):
+    """The index parameters plan_index chose by measuring recall@k on a sample of the largest scope."""
+
+    target_recall: float
+    memory_budget: str
+    memory_budget_bytes: int
+    k: int
+    candidates_per_query: int
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    partition_size: int
+    partition_peak_bytes: int
+    measured_recall: float
+    predicted_recall: float
+    met_target: bool
+    sample_scope: str
+    scope_rows: int
+    sample_rows: int
+    sample_queries: int
+    trials: tuple[TuningTrial, ...]
+    seconds: float
 
 
 class IndexPlan(Manifest):
@@ -106,6 +151,7 @@ class IndexPlan(Manifest):
     dim: int
     partitions: tuple[IndexPartition, ...]
     seconds: float
+    tuning: IndexTuning | None = None
 
     def for_scope(self, scope: str) -> tuple[IndexPartition, ...]:
         """Index partitions a query in this scope must search."""
@@ -124,6 +170,8 @@ class BuiltIndex(Manifest):
     hnsw_m: int
     ef_construction: int
     seconds: float
+    # The efSearch its plan chose; query falls back to the config's when None (older manifests).
+    ef_search: int | None = None
 
 
 class QueriedPartition(Manifest):

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
     """Build, serialise and write the index and its ids; the manifest is written last."""
     params = ctx.config.index
+    # The plan's parameters (tuned or the config's); plans written before they were recorded carry None.
+    hnsw_m = partition.hnsw_m or params.hnsw_m
+    ef_construction = partition.ef_construction or params.ef_construction
     with timed(f"build_index {partition.name}") as timer:
         tables, blocks = [], []
         for piece in partition.slices:
@@ -27,8 +30,8 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
             blocks.append(vectors)
         vectors = np.vstack(blocks)
         # Vectors are unit length, so inner product is the cosine similarity.
-        index = faiss.IndexHNSWFlat(vectors.shape[1], params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params.ef_construction
+        index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
         index.add(vectors)
         index_uri = layout.index_file(ctx.run_uri, partition.name)
         ids_uri = layout.index_ids(ctx.run_uri, partition.name)
@@ -41,9 +44,10 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         index_uri=index_uri,
         ids_uri=ids_uri,
         rows=int(index.ntotal),
-        hnsw_m=params.hnsw_m,
-        ef_construction=params.ef_construction,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
         seconds=timer.seconds,
+        ef_search=partition.ef_search or params.ef_search,
     )
     result.write(layout.index_manifest(ctx.run_uri, partition.name))
     log.info("build_index %s: %d vectors in %.1fs", partition.name, result.rows, result.seconds)

@@ -6,7 +6,8 @@ import logging
 import math
 
 from pss_ops import layout
-from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, RowSlice, RunContext
+from pss_ops.config import IndexTuningConfig
+from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexTuning, RowSlice, RunContext
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,25 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
     return [g for g in groups if g]
 
 
+def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTuningConfig) -> IndexTuning:
+    """Measure HNSW settings on a sample of the largest scope and return the choice."""
+    # Imported here: faiss and the query step are loaded only by runs that tune.
+    from pss_ops.index_tuning import sample_scope, tune_index
+    from pss_ops.steps.query import candidates_per_query
+
+    scope, scope_rows, sample = sample_scope(embedded, tuning.sample_rows, tuning.seed)
+    return tune_index(
+        sample,
+        scope=scope,
+        scope_rows=scope_rows,
+        k=ctx.config.k,
+        candidates_per_query=candidates_per_query(ctx),
+        tuning=tuning,
+    )
+
+
 def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
-    """Read every embed manifest (all must exist) and plan the index partitions per scope."""
+    """Read every embed manifest (all must exist) and plan the index partitions per scope (tuned if configured)."""
     with timed("plan_index") as timer:
         embedded = [EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, p.name)) for p in catalog_plan.partitions]
         stale = [e.name for e in embedded if e.model_id != ctx.model_id]
@@ -43,10 +61,17 @@ def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
         dims = sorted({e.dim for e in embedded})
         if len(dims) > 1:
             raise ValueError(f"embedded partitions disagree on the vector width: {dims}")
+        params = ctx.config.index
+        tuning = _tune(ctx, embedded, params.tuning) if params.tuning is not None and embedded else None
+        hnsw_m, ef_construction, ef_search, partition_size = (
+            (tuning.hnsw_m, tuning.ef_construction, tuning.ef_search, tuning.partition_size)
+            if tuning is not None
+            else (params.hnsw_m, params.ef_construction, params.ef_search, params.partition_size)
+        )
         partitions: list[IndexPartition] = []
         for scope in sorted({e.scope for e in embedded}):
             members = [e for e in embedded if e.scope == scope]
-            for slices in _balanced_slices(members, ctx.config.index.partition_size):
+            for slices in _balanced_slices(members, partition_size):
                 number = len(partitions)
                 partitions.append(
                     IndexPartition(
@@ -55,9 +80,12 @@ def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
                         scope=scope,
                         rows=sum(s.stop - s.start for s in slices),
                         slices=tuple(slices),
+                        hnsw_m=hnsw_m,
+                        ef_construction=ef_construction,
+                        ef_search=ef_search,
                     )
                 )
-    result = IndexPlan(dim=dims[0] if dims else ctx.config.dim, partitions=tuple(partitions), seconds=timer.seconds)
+    result = IndexPlan(dim=dims[0] if dims else ctx.config.dim, partitions=tuple(partitions), seconds=timer.seconds, tuning=tuning)
     result.write(layout.index_plan_manifest(ctx.run_uri))
     log.info("plan_index: %d index partitions over %d scopes", len(partitions), len({p.scope for p in partitions}))
     return result

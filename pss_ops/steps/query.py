@@ -34,7 +34,8 @@ def search_scope(
     def per_partition():
         for built in indexes:
             index = load_index(built)
-            index.hnsw.efSearch = max(ctx.config.index.ef_search, fetch)
+            # The plan's efSearch (tuned or the config's), recorded on each built index.
+            index.hnsw.efSearch = max(built.ef_search or ctx.config.index.ef_search, fetch)
             scores, rows = index.search(vectors, min(fetch, built.rows))
             id_tables[built.number] = storage.read_parquet(built.ids_uri)
             yield scores, pack_ids(built.number, rows)

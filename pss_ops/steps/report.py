@@ -22,6 +22,13 @@ from pss_ops.timing import timed
 log = logging.getLogger(__name__)
 
 
+def _tuning_summary(index_plan: IndexPlan) -> dict[str, Any] | None:
+    """The tuner's choice and its measured recall; the trial grid stays in the index plan manifest."""
+    if index_plan.tuning is None:
+        return None
+    return {**index_plan.tuning.model_dump(mode="json", exclude={"trials"}), "trials": len(index_plan.tuning.trials)}
+
+
 def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Gather every manifest of the run into run_summary.json and return it."""
     with timed("report"):
@@ -72,6 +79,14 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
         "search": {
             **quality,
             "index": ctx.config.index.model_dump(),
+            # What the indexes were built and searched with: the tuner's choice when index.tuning is set.
+            "index_used": {
+                "hnsw_m": sorted({b.hnsw_m for b in built}),
+                "ef_construction": sorted({b.ef_construction for b in built}),
+                "ef_search": sorted({b.ef_search or ctx.config.index.ef_search for b in built}),
+                "largest_partition_rows": max((b.rows for b in built), default=0),
+            },
+            "tuning": _tuning_summary(index_plan),
             "candidates_per_query": queried[0].candidates_per_query if queried else 0,
             "queries_searched_deeper": sum(q.queries_searched_deeper for q in queried),
         },
