@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet --constraint requirements.lock --editable ".[dev,airflow]"
+	$(BIN)/pip install --quiet --constraint requirements.lock --editable ".[dev,airflow,bench]"
 	touch $(STAMP)
 
 venv: $(STAMP)

