@@ -483,3 +483,55 @@ def split_by_query(pairs: PairSet, *, holdout_fraction: float, seed: int) -> tup
     held = holdout_queries(pairs.id_a.tolist(), holdout_fraction=holdout_fraction, seed=seed)
     mask = np.fromiter((a in held for a in pairs.id_a.tolist()), dtype=bool, count=len(pairs))
     return pairs.take(~mask), pairs.take(mask)
+
+
+def component_folds(
+    pairs: PairSet, *, folds: int, groups: Mapping[str, Hashable | None] | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Cross-validation folds in which no item, and no group (e.g. WDC cluster_id), appears in two folds.
+
+    Items joined by any pair, or sharing a non-null group, form one connected component; components are dealt,
+    largest first, to the fold with the fewest pairs so far. Splitting by query item alone would leak: in WDC
+    every offer of a product is paired with several others, so a held-out pair's items would also be in training.
+    Returns each pair's fold and each item's fold (items only in groups included).
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    parent: dict[str, str] = {}
+
+    def find(item: str) -> str:
+        parent.setdefault(item, item)
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for a, b in zip(pairs.id_a.tolist(), pairs.id_b.tolist()):
+        parent[find(a)] = find(b)
+    first_of_group: dict[Hashable, str] = {}
+    for item, group in (groups or {}).items():
+        find(item)
+        if _is_null(group) or group == "":
+            continue
+        if group in first_of_group:
+            parent[find(item)] = find(first_of_group[group])
+        else:
+            first_of_group[group] = item
+    component_of_pair = [find(a) for a in pairs.id_a.tolist()]
+    sizes: dict[str, int] = {}
+    for component in component_of_pair:
+        sizes[component] = sizes.get(component, 0) + 1
+    for item in list(parent):
+        sizes.setdefault(find(item), 0)
+    if len(sizes) < folds:
+        raise ValueError(f"only {len(sizes)} connected components, fewer than {folds} folds")
+    load = [0] * folds
+    fold_of_component: dict[str, int] = {}
+    # Largest first, ties by component id: deterministic for the same pairs.
+    for component, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        target = min(range(folds), key=lambda f: (load[f], f))
+        fold_of_component[component] = target
+        load[target] += size
+    pair_fold = np.array([fold_of_component[c] for c in component_of_pair], dtype=np.int64)
+    item_fold = {item: fold_of_component[find(item)] for item in parent}
+    return pair_fold, item_fold

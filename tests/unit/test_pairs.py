@@ -17,6 +17,7 @@ from pss_ops.learning.pairs import (
     FeatureBlocks,
     PairSet,
     clean_pairs,
+    component_folds,
     feature_blocks,
     group_pairs,
     hard_negatives,
@@ -375,3 +376,38 @@ def test_split_by_query_keeps_each_query_on_one_side() -> None:
     assert len(holdout) == 0 and len(train) == len(pairs)
     with pytest.raises(ValueError, match="holdout_fraction"):
         split_by_query(pairs, holdout_fraction=1.0, seed=5)
+
+
+WDC = Path(__file__).resolve().parents[2] / "data" / "wdc_computers"
+
+
+def test_component_folds_keep_items_and_clusters_apart_on_wdc() -> None:
+    """Real WDC pairs: every offer and every cluster (product) lands in exactly one fold, folds are balanced."""
+    pairs_frame = pd.read_csv(WDC / "pairs.csv", dtype=str, keep_default_na=False)
+    products = pd.read_csv(WDC / "products.csv", dtype=str, keep_default_na=False)
+    pairs = PairSet("wdc", pairs_frame["id_a"].to_numpy(object), pairs_frame["id_b"].to_numpy(object), pairs_frame["label"].astype(np.int8).to_numpy())
+    cluster = dict(zip(products["id"], products["cluster_id"]))
+    pair_fold, item_fold = component_folds(pairs, folds=3, groups=cluster)
+    assert len(pair_fold) == 1100 and set(pair_fold.tolist()) == {0, 1, 2}
+    assert set(item_fold) == set(products["id"])
+    for a, b, fold in zip(pairs.id_a, pairs.id_b, pair_fold):
+        assert item_fold[a] == item_fold[b] == fold
+    folds_of_cluster: dict[str, set[int]] = {}
+    for item, fold in item_fold.items():
+        folds_of_cluster.setdefault(cluster[item], set()).add(fold)
+    assert all(len(f) == 1 for f in folds_of_cluster.values())
+    counts = np.bincount(pair_fold)
+    assert counts.max() <= 1.25 * counts.min()
+    assert all(pairs.label[pair_fold == f].sum() >= 80 for f in range(3))
+
+
+def test_component_folds_hand_example() -> None:
+    # Components: {a, b, c} (3 pairs), {d, e} (1 pair) joined to f by group g1, {x, y} (1 pair).
+    pairs = PairSet.from_rows("t", [("a", "b", 1), ("b", "c", 0), ("a", "c", 1), ("d", "e", 1), ("x", "y", 0)])
+    pair_fold, item_fold = component_folds(pairs, folds=2, groups={"e": "g1", "f": "g1", "x": None})
+    assert pair_fold.tolist() == [0, 0, 0, 1, 1]
+    assert item_fold["f"] == item_fold["d"] == 1 and item_fold["x"] == 1
+    with pytest.raises(ValueError, match="fewer than 4 folds"):
+        component_folds(pairs, folds=4)
+    with pytest.raises(ValueError, match="at least 2"):
+        component_folds(pairs, folds=1)
