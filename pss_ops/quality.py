@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pss_ops import storage
 from pss_ops.config import PostFilterConfig
@@ -74,6 +75,20 @@ def _hits(found: dict[str, np.ndarray], item_ids: np.ndarray, exact: np.ndarray)
     return hits, wanted
 
 
+def _scores_by_query(uri: str, item_ids: np.ndarray, k: int | None) -> dict[str, np.ndarray]:
+    """Scores of the sampled queries' rows in a query or post-filter output (search rank <= k when given)."""
+    columns = ["query_item_id", "score"] + (["search_rank"] if k is not None else [])
+    table = storage.read_parquet(uri, columns=columns)
+    wanted = pc.is_in(table.column("query_item_id"), value_set=pa.array(item_ids.tolist(), pa.string()))
+    if k is not None:
+        wanted = pc.and_(wanted, pc.less_equal(table.column("search_rank"), k))
+    table = table.filter(wanted)
+    found: dict[str, list[float]] = {}
+    for item, score in zip(table.column("query_item_id").to_pylist(), table.column("score").to_pylist()):
+        found.setdefault(item, []).append(score)
+    return {item: np.asarray(scores) for item, scores in found.items()}
+
+
 def sampled_recall(
     ctx: RunContext,
     embedded: list[EmbeddedPartition],
@@ -91,30 +106,38 @@ def sampled_recall(
     picks = np.sort(rng.choice(total, size=min(sample_size, total), replace=False))
     search = [0, 0]
     published = [0, 0]
-    offset = 0
     queried_by_name = {q.name: q for q in queried}
     filtered_by_name = {f.name: f for f in filtered or []}
-    for part in embedded:
-        local = picks[(picks >= offset) & (picks < offset + part.rows)] - offset
-        offset += part.rows
-        if len(local) == 0:
+    starts = np.cumsum([0, *(p.rows for p in embedded)])
+    for scope in dict.fromkeys(p.scope for p in embedded):
+        members = [(i, p) for i, p in enumerate(embedded) if p.scope == scope]
+        # The scope's sampled queries, gathered first so that brute force reads each partition once per pass.
+        sampled: list[tuple[EmbeddedPartition, pa.Table, np.ndarray]] = []
+        for i, part in members:
+            local = picks[(picks >= starts[i]) & (picks < starts[i + 1])] - starts[i]
+            if len(local):
+                ids, vectors = read_vectors(part.uri)
+                sampled.append((part, ids.take(pa.array(local)), vectors[local]))
+        if not sampled:
             continue
-        ids, vectors = read_vectors(part.uri)
-        rows, sample = ids.take(pa.array(local)), vectors[local]
-        item_ids = _objects(rows, "item_id")
-        scope = [p for p in embedded if p.scope == part.scope]
+        scope_parts = [p for _, p in members]
+        rows = pa.concat_tables([r for _, r, _ in sampled])
+        sample = np.vstack([v for _, _, v in sampled])
         # The query itself is the exact top-1; the search output excludes it.
-        exact, _ = exact_topk(sample, scope, k + 1)
-        results = storage.read_parquet(queried_by_name[part.name].uri, columns=["query_item_id", "score", "search_rank"]).to_pandas()
-        results = results[results["search_rank"] <= k].groupby("query_item_id")["score"].apply(np.asarray)
-        hit, want = _hits(results.to_dict(), item_ids, exact[:, 1:])
-        search = [search[0] + hit, search[1] + want]
-        if part.name in filtered_by_name:
-            exact_filtered, _ = exact_topk(sample, scope, k, query_rows=rows, rules=rules)
-            final = storage.read_parquet(filtered_by_name[part.name].uri, columns=["query_item_id", "score"]).to_pandas()
-            final_scores = final.groupby("query_item_id")["score"].apply(np.asarray).to_dict()
-            hit, want = _hits(final_scores, item_ids, exact_filtered)
-            published = [published[0] + hit, published[1] + want]
+        exact = exact_topk(sample, scope_parts, k + 1)[0][:, 1:]
+        exact_filtered = exact_topk(sample, scope_parts, k, query_rows=rows, rules=rules)[0] if filtered_by_name else None
+        offset = 0
+        for part, part_rows, _ in sampled:
+            count = part_rows.num_rows
+            item_ids = _objects(part_rows, "item_id")
+            found = _scores_by_query(queried_by_name[part.name].uri, item_ids, k)
+            hit, want = _hits(found, item_ids, exact[offset : offset + count])
+            search = [search[0] + hit, search[1] + want]
+            if part.name in filtered_by_name and exact_filtered is not None:
+                final = _scores_by_query(filtered_by_name[part.name].uri, item_ids, None)
+                hit, want = _hits(final, item_ids, exact_filtered[offset : offset + count])
+                published = [published[0] + hit, published[1] + want]
+            offset += count
     recall = search[0] / search[1] if search[1] else float("nan")
     filtered_recall = published[0] / published[1] if published[1] else float("nan")
     log.info("recall@%d on %d sampled queries: search %.4f, published after filter %.4f", k, len(picks), recall, filtered_recall)

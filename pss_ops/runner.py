@@ -101,7 +101,7 @@ def run_pipeline(
     summary["wall_seconds"] = wall
 
     # The run directory keeps everything; the top level of out_dir shows the latest run.
-    storage.write_bytes(storage.join(out_dir, "similar_items.parquet"), storage.read_bytes(layout.similar_items(ctx.run_uri)))
-    storage.write_bytes(storage.join(out_dir, "rejects.csv"), storage.read_bytes(catalog_plan.rejects_uri))
+    storage.copy(layout.similar_items(ctx.run_uri), storage.join(out_dir, "similar_items.parquet"))
+    storage.copy(catalog_plan.rejects_uri, storage.join(out_dir, "rejects.csv"))
     storage.write_json(storage.join(out_dir, "run_summary.json"), summary)
     return summary

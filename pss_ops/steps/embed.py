@@ -21,7 +21,10 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
     config = ctx.config
     keep = ["item_id", "category", *[a for a in config.filter_attributes if a != "category"]]
     with timed(f"embed {partition.name}") as timer:
-        frame = storage.read_parquet(partition.uri).to_pandas()
+        table = storage.read_parquet(partition.uri)
+        # Only the embedding's inputs become Python objects; kept columns go straight from Arrow to the output.
+        inputs = ["item_id", *(c for c in input_columns(config) if c in table.column_names and c != "item_id")]
+        frame = table.select(inputs).to_pandas()
         hashes = content_hashes(frame, input_columns(config))
         keys = list(zip(frame["item_id"].tolist(), hashes))
         hits = {} if ctx.full_refresh else cache.get_many(ctx.model_id, keys)
@@ -36,7 +39,7 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         if fresh is not None:
             vectors[missing] = fresh
             cache.put_many(ctx.model_id, ((keys[i][0], keys[i][1], fresh[j]) for j, i in enumerate(missing)))
-        columns = {c: pa.array(frame[c].tolist(), pa.string()) for c in keep}
+        columns = {c: table.column(c).cast(pa.string()) for c in keep}
         columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
         uri = layout.embedded(ctx.run_uri, partition.name)
         storage.write_parquet(uri, pa.table(columns))

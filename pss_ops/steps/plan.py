@@ -1,19 +1,17 @@
-"""Step 1, plan: validate the catalog, write rejects, split accepted rows into partitions."""
+"""Step 1, plan: stream and validate the catalog, write rejects, split accepted rows into partitions."""
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-from pss_ops import layout, storage
-from pss_ops.catalog import check_reject_fraction, read_catalog, validate_catalog
-from pss_ops.config import VECTOR_COLUMNS, AppConfig
+from pss_ops import catalog, layout, storage
+from pss_ops.catalog import CatalogValidator, RejectsWriter, check_reject_fraction, open_catalog
+from pss_ops.config import AppConfig
 from pss_ops.manifests import CatalogPartition, CatalogPlan, RunContext
+from pss_ops.scope_partitions import ScopePartitioner
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -45,52 +43,52 @@ def make_context(
     )
 
 
-def _to_arrow(frame: pd.DataFrame) -> pa.Table:
-    arrays = {}
-    for column in frame.columns:
-        if column in VECTOR_COLUMNS:
-            arrays[column] = pa.array([None if v is None else np.asarray(v, np.float32) for v in frame[column]], pa.list_(pa.float32()))
-        else:
-            arrays[column] = pa.array([None if v is None else str(v) for v in frame[column]], pa.string())
-    return pa.table(arrays)
-
-
-def _scope_of(frame: pd.DataFrame, config: AppConfig) -> pd.Series:
-    return frame["category"] if config.scope == "category" else pd.Series("*", index=frame.index)
-
-
 def plan(ctx: RunContext) -> CatalogPlan:
-    """Validate and partition the catalog; the manifest is written last."""
+    """Stream, validate and partition the catalog; the manifest is written last.
+
+    Memory is bounded by a batch and a partition, never the catalog: batches are validated one at a
+    time, rejects stream to their file, and accepted rows wait on local scratch disk for their partition.
+    """
     config = ctx.config
     with timed("plan") as timer:
         storage.write_json(layout.context(ctx.run_uri), ctx.model_dump(mode="json"))
-        load = validate_catalog(read_catalog(ctx.catalog_uri), config, categories=ctx.categories)
+        source = open_catalog(ctx.catalog_uri)
+        validator = CatalogValidator(source, config, categories=ctx.categories, batch_rows=catalog.BATCH_ROWS)
         rejects_uri = layout.rejects(ctx.run_uri)
-        buffer = io.StringIO()
-        load.rejects.to_csv(buffer, index=False)
-        storage.write_text(rejects_uri, buffer.getvalue())
-        check_reject_fraction(load, config.catalog.max_reject_fraction, rejects_uri)
+        partitions_uri = storage.join(ctx.run_uri, "plan", "partitions")
+        with storage.scratch_dir(partitions_uri) as scratch:
+            partitioner = ScopePartitioner(
+                scratch,
+                validator.schema,
+                scope_column="category" if config.scope == "category" else None,
+                partition_size=config.catalog.partition_size,
+            )
+            with RejectsWriter(rejects_uri) as rejects:
+                for batch in source.batches(batch_rows=catalog.BATCH_ROWS):
+                    accepted, rejected = validator.validate(batch)
+                    rejects.write(rejected)
+                    partitioner.add(accepted)
+                counts = validator.finish()
+            check_reject_fraction(counts, config.catalog.max_reject_fraction, rejects_uri)
 
-        accepted = load.accepted
-        accepted = accepted.assign(_scope=_scope_of(accepted, config))
-        partitions: list[CatalogPartition] = []
-        size = config.catalog.partition_size
-        for scope in sorted(accepted["_scope"].unique()):
-            rows = accepted[accepted["_scope"] == scope].drop(columns="_scope")
-            for start in range(0, len(rows), size):
-                chunk = rows.iloc[start : start + size]
+            partitions: list[CatalogPartition] = []
+
+            def write(scope: str, table: pa.Table) -> None:
                 name = f"part-{len(partitions):05d}"
                 uri = layout.catalog_partition(ctx.run_uri, name)
-                storage.write_parquet(uri, _to_arrow(chunk))
-                partitions.append(CatalogPartition(name=name, uri=uri, scope=str(scope), rows=len(chunk)))
+                storage.write_parquet(uri, table)
+                partitions.append(CatalogPartition(name=name, uri=uri, scope=scope, rows=table.num_rows))
+
+            partitioner.emit(write)
+    rows_accepted = partitioner.rows
     result = CatalogPlan(
         partitions=tuple(partitions),
-        categories=tuple(sorted(accepted["category"].unique())) if len(accepted) else tuple(ctx.categories or ()),
-        rows_read=load.rows_read,
-        rows_accepted=len(accepted),
-        rows_rejected=len(load.rejects),
-        rows_out_of_scope=load.rows_out_of_scope,
-        reject_reasons=load.reject_reasons,
+        categories=counts.categories if rows_accepted else tuple(ctx.categories or ()),
+        rows_read=counts.rows_read,
+        rows_accepted=rows_accepted,
+        rows_rejected=counts.rows_rejected,
+        rows_out_of_scope=counts.rows_out_of_scope,
+        reject_reasons=counts.reject_reasons,
         rejects_uri=rejects_uri,
         seconds=timer.seconds,
     )

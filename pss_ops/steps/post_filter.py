@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pss_ops import layout, storage
 from pss_ops.config import PostFilterConfig
@@ -30,26 +33,30 @@ def filter_mask(table: pa.Table, rules: PostFilterConfig) -> tuple[np.ndarray, d
     apply("min_score", scores >= rules.min_score)
     # NULL attributes can prove neither sameness nor difference, so they fail both rules.
     for attribute in rules.same:
-        q = np.asarray(table.column(f"q_{attribute}").to_pylist(), dtype=object)
-        c = np.asarray(table.column(f"c_{attribute}").to_pylist(), dtype=object)
-        apply(f"same:{attribute}", (q != None) & (c != None) & (q == c))  # noqa: E711
+        apply(f"same:{attribute}", _compare(table, attribute, pc.equal))
     for attribute in rules.different:
-        q = np.asarray(table.column(f"q_{attribute}").to_pylist(), dtype=object)
-        c = np.asarray(table.column(f"c_{attribute}").to_pylist(), dtype=object)
-        apply(f"different:{attribute}", (q != None) & (c != None) & (q != c))  # noqa: E711
+        apply(f"different:{attribute}", _compare(table, attribute, pc.not_equal))
     return survive, removed
+
+
+def _compare(table: pa.Table, attribute: str, op: Callable[[Any, Any], Any]) -> np.ndarray:
+    """op(query's attribute, candidate's attribute) per row, False where either is NULL."""
+    verdict = pc.fill_null(op(table.column(f"q_{attribute}"), table.column(f"c_{attribute}")), False)
+    return np.asarray(verdict.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, np.ndarray]:
     """Rows ranked 1..k per query among survivors, in the search's score order."""
     kept = table.filter(pa.array(survive))
-    queries = np.asarray(kept.column("query_item_id").to_pylist(), dtype=object)
+    queries = kept.column("query_item_id")
+    n = len(queries)
     # Rows arrive grouped by query and sorted by score within a query, so a running count ranks them.
-    starts = np.ones(len(queries), dtype=bool)
-    starts[1:] = queries[1:] != queries[:-1]
+    starts = np.ones(n, dtype=bool)
+    if n > 1:
+        starts[1:] = pc.not_equal(queries.slice(1), queries.slice(0, n - 1)).to_numpy(zero_copy_only=False)
     group = np.cumsum(starts) - 1
     first_row = np.flatnonzero(starts)
-    rank = np.arange(len(queries)) - first_row[group] + 1 if len(queries) else np.zeros(0, np.int64)
+    rank = np.arange(n) - first_row[group] + 1 if n else np.zeros(0, np.int64)
     within = rank <= k
     return kept.filter(pa.array(within)), rank[within]
 
@@ -74,11 +81,8 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
                 "run_id": pa.array([ctx.run_id] * n, pa.string()),
             }
         ).select(list(SIMILAR_ITEMS_COLUMNS))
-        counts = np.bincount(
-            np.unique(top.column("query_item_id").to_numpy(zero_copy_only=False), return_counts=True)[1], minlength=config.k + 1
-        )
-        queries_with_rows = int(counts[1:].sum())
-        queries_short = queried.queries - queries_with_rows + int(counts[1 : config.k].sum())
+        # Ranks run 1..rows within a query, so a query has all k rows exactly when it has a rank k.
+        queries_short = queried.queries - int((rank == config.k).sum())
         uri = layout.filtered(ctx.run_uri, queried.name)
         storage.write_parquet(uri, output)
     result = FilteredPartition(

@@ -1,8 +1,9 @@
-"""Step 7, publish: one Parquet of the run's rows, and a per-category replace in the warehouse."""
+"""Step 7, publish: one Parquet of the run's rows, and a per-category replace in the warehouse, both streamed."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pyarrow as pa
 
@@ -12,6 +13,8 @@ from pss_ops.timing import timed
 from pss_ops.warehouse import publish_similar_items, redact_url
 
 log = logging.getLogger(__name__)
+
+BATCH_ROWS = 100_000
 
 SIMILAR_ITEMS_SCHEMA = pa.schema(
     [
@@ -27,19 +30,27 @@ SIMILAR_ITEMS_SCHEMA = pa.schema(
 )
 
 
+def _stream(filtered: list[FilteredPartition]) -> Iterator[pa.Table]:
+    """Every filtered partition's rows, BATCH_ROWS at a time: no partition, let alone the run, is held whole."""
+    for part in filtered:
+        for batch in storage.open_parquet(part.uri).iter_batches(batch_size=BATCH_ROWS):
+            yield pa.Table.from_batches([batch])
+
+
 def publish(ctx: RunContext, catalog_plan: CatalogPlan, warehouse_url: str) -> PublishResult:
     """Publish every filtered partition; all must exist, or nothing is published."""
     with timed("publish") as timer:
         # Read every manifest first: a missing partition fails here, before the warehouse is touched.
         filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in catalog_plan.partitions]
         parquet_uri = layout.similar_items(ctx.run_uri)
-        rows = storage.write_parquet_batches(parquet_uri, SIMILAR_ITEMS_SCHEMA, (storage.read_parquet(f.uri) for f in filtered))
+        rows = storage.write_parquet_batches(parquet_uri, SIMILAR_ITEMS_SCHEMA, _stream(filtered))
         stats = publish_similar_items(
             warehouse_url,
             application=ctx.application,
             snapshot_date=ctx.snapshot_date,
             categories=catalog_plan.categories,
-            batches=(batch for f in filtered for batch in storage.read_parquet(f.uri).to_batches(max_chunksize=50_000)),
+            batches=_stream(filtered),
+            expected_rows=sum(f.rows for f in filtered),
         )
     result = PublishResult(
         parquet_uri=parquet_uri,

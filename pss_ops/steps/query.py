@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pss_ops import layout, storage
 from pss_ops.manifests import BuiltIndex, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
@@ -53,31 +54,36 @@ def _candidate_table(
     scores, packed, id_tables = search_scope(ctx, vectors, indexes, fetch + 1)
     numbers, rows = unpack_ids(packed)
     valid = packed >= 0
-    candidate = np.full(packed.shape, None, dtype=object)
-    candidate_attrs = {a: np.full(packed.shape, None, dtype=object) for a in attributes}
-    for number, table in id_tables.items():
-        mask = valid & (numbers == number)
-        local = rows[mask]
-        candidate[mask] = np.asarray(table.column("item_id").to_pylist(), dtype=object)[local]
-        for a in attributes:
-            candidate_attrs[a][mask] = np.asarray(table.column(a).to_pylist(), dtype=object)[local]
+    # The scope's id tables end to end, so a candidate is one row number into them (Arrow take, no Python objects).
+    order = sorted(id_tables)
+    scope_ids = (
+        pa.concat_tables([id_tables[n] for n in order]) if order else pa.table({"item_id": pa.array([], pa.string())})
+    ).combine_chunks()
+    first_row = np.zeros(max(order, default=0) + 1, dtype=np.int64)
+    first_row[order] = np.cumsum([0, *(id_tables[n].num_rows for n in order)])[:-1]
+    row = np.where(valid, first_row[np.where(valid, numbers, 0)] + rows, 0)
 
-    query_item = np.asarray(queries.column("item_id").to_pylist(), dtype=object)
-    keep = valid & (candidate != query_item[:, None])
+    query_item = queries.column("item_id")
+    q_all, slot_all = np.nonzero(valid)
+    candidate = scope_ids.column("item_id").take(pa.array(row[q_all, slot_all]))
+    not_self = pc.not_equal(candidate, query_item.take(pa.array(q_all))).to_numpy(zero_copy_only=False)
+    keep = np.zeros_like(valid)
+    keep[q_all[not_self], slot_all[not_self]] = True
     keep &= np.cumsum(keep, axis=1) <= fetch
     full = keep.sum(axis=1) == fetch
     q_index, slot = np.nonzero(keep)
     rank = (np.cumsum(keep, axis=1) - 1)[q_index, slot] + 1
+    by_query, by_candidate = pa.array(q_index), pa.array(row[q_index, slot])
     columns = {
-        "query_item_id": pa.array(query_item[q_index].tolist(), pa.string()),
-        "category": pa.array(np.asarray(queries.column("category").to_pylist(), dtype=object)[q_index].tolist(), pa.string()),
-        "candidate_item_id": pa.array(candidate[q_index, slot].tolist(), pa.string()),
+        "query_item_id": query_item.take(by_query),
+        "category": queries.column("category").take(by_query),
+        "candidate_item_id": scope_ids.column("item_id").take(by_candidate),
         "score": pa.array(scores[q_index, slot].astype(np.float64)),
         "search_rank": pa.array(rank.astype(np.int32)),
     }
     for a in attributes:
-        columns[f"q_{a}"] = pa.array(np.asarray(queries.column(a).to_pylist(), dtype=object)[q_index].tolist(), pa.string())
-        columns[f"c_{a}"] = pa.array(candidate_attrs[a][q_index, slot].tolist(), pa.string())
+        columns[f"q_{a}"] = queries.column(a).take(by_query)
+        columns[f"c_{a}"] = scope_ids.column(a).take(by_candidate)
     columns["_position"] = pa.array(positions[q_index].astype(np.int64))
     return pa.table(columns), full
 
@@ -113,9 +119,11 @@ def query_partition(ctx: RunContext, partition: EmbeddedPartition, index_plan: I
             # Later rounds re-search a subset of the first round's pending queries: count queries, not rounds.
             deepened = max(deepened, len(pending))
             fetch = min(cap, fetch * DEEPEN_FACTOR)
-        result_table = (
-            pa.concat_tables(pieces).sort_by([("_position", "ascending"), ("search_rank", "ascending")]).drop_columns(["_position"])
-        )
+        result_table = pa.concat_tables(pieces)
+        if len(pieces) > 1:
+            # One round's rows are already by query, then rank; deeper rounds append out of that order.
+            result_table = result_table.sort_by([("_position", "ascending"), ("search_rank", "ascending")])
+        result_table = result_table.drop_columns(["_position"])
         uri = layout.query_result(ctx.run_uri, partition.name)
         storage.write_parquet(uri, result_table)
     result = QueriedPartition(
