@@ -81,7 +81,7 @@ def export_onnx(model: str) -> bytes:
         torch.onnx.export(
             _Wrapped(transformer),
             (example, example, torch.zeros_like(example)),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this BERT graph
             input_names=list(INPUTS),
             output_names=[OUTPUT],
