@@ -89,6 +89,9 @@ def bench_config(args: argparse.Namespace, n: int, partitions: int | None, chose
 
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir)
+    if args.worker == "prepare":
+        prepare(args, int(args.n), work)
+        return {}
     if args.worker == "brute":
         import faiss
 
@@ -171,6 +174,8 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
 def run_worker(args: argparse.Namespace, worker: str, workdir: Path, **extra: str) -> dict[str, Any]:
     """Run one measured step in a fresh process: its result, plus its peak RSS in MiB."""
     command = [sys.executable, __file__, "--worker", worker, "--workdir", str(workdir), "--k", str(args.k), "--dim", str(args.dim)]
+    for key in ("seed", "queries", "target_recall", "budget", "sample_rows", "catalog_partition"):
+        command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     for key, value in extra.items():
         command += [f"--{key}", value]
     # Files, not pipes: a worker that logs more than a pipe holds would block before wait4 returns.
@@ -266,7 +271,8 @@ def measure_size(args: argparse.Namespace, n: int, root: Path) -> dict[str, Any]
     workdir = root / f"n{n}"
     workdir.mkdir(parents=True)
     print(f"[n={n}] preparing data", file=sys.stderr, flush=True)
-    prepare(args, n, workdir)
+    # In a child too: a child's peak RSS starts from its parent's at fork, so the parent must stay small.
+    run_worker(args, "prepare", workdir, n=str(n))
     result: dict[str, Any] = {"n": n}
     print(f"[n={n}] brute force", file=sys.stderr, flush=True)
     result["brute"] = run_worker(args, "brute", workdir)
@@ -291,6 +297,8 @@ def measure_size(args: argparse.Namespace, n: int, root: Path) -> dict[str, Any]
     result["monolithic"] = run_worker(args, "monolithic", workdir, chosen=json.dumps(chosen))
     result["tuning"] = result["tuned"]["steps"]["plan_index"]["tuning"]
     shutil.rmtree(workdir, ignore_errors=True)
+    # Each size's figures as soon as they exist, so a long run that is stopped still leaves them.
+    print(f"[n={n}] done: {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 
 
