@@ -3,11 +3,13 @@
 For each n, on the same synthetic clustered unit vectors (bench/synthetic.py), in one run:
   brute       faiss IndexFlatIP, on a query sample; the time for all n queries is extrapolated (exact
               search costs the same per query), and its answers are the ground truth for recall
-  monolithic  one IndexHNSWFlat in-process, built on all n and searched by all n, with the tuned M,
-              efConstruction and efSearch
+  monolithic  one IndexHNSWFlat in-process, built on all n and searched by all n, with the tuned M and
+              efConstruction, and the efSearch build_index calibrated on the tuned pipeline's built index
+              (so the two are compared at about equal recall)
   pipeline    plan_index → build_index → query through the pss step functions, artifacts on disk:
-              "tuned" (index.tuning chooses partitions and HNSW parameters) and "P=4" (the same HNSW
-              parameters over four forced index partitions, so the merge cost shows)
+              "tuned" (index.tuning chooses partitions and HNSW parameters; build_index then calibrates
+              efSearch on each built index to the target) and "P=4" (the same HNSW parameters and
+              calibrated efSearch over four forced index partitions, so the merge cost shows)
 Every measured step runs in its own process: wall seconds are taken around the call inside it (module
 imports excluded, for every method alike), peak RSS from the kernel's accounting of that process
 (wait4). Every item queries the catalog (k nearest, itself excluded). Prints a table, then one JSON line.
@@ -145,9 +147,15 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         if plan.tuning is not None:
             out["tuning"] = plan.tuning.model_dump(mode="json", exclude={"trials"})
     elif args.worker == "build_index":
-        for part in IndexPlan.read(layout.index_plan_manifest(run_uri)).partitions:
-            build_index(ctx, part)
-        out = {}
+        built = [build_index(ctx, part) for part in IndexPlan.read(layout.index_plan_manifest(run_uri)).partitions]
+        # With tuning: efSearch calibrated on each built index (what query uses) and its measured recall.
+        out = {
+            "calibration": [
+                {"ef_search": b.ef_search, "measured_recall": b.measured_recall, **b.calibration.model_dump(mode="json")}
+                for b in built
+                if b.calibration is not None
+            ]
+        }
     elif args.worker == "query":
         plan = IndexPlan.read(layout.index_plan_manifest(run_uri))
         for part in catalog_plan.partitions:
@@ -284,6 +292,10 @@ def measure_size(args: argparse.Namespace, n: int, root: Path) -> dict[str, Any]
         if variant == "tuned":
             tuning = steps["plan_index"]["tuning"]
             chosen = {key: tuning[key] for key in ("hnsw_m", "ef_construction", "ef_search")}
+            # The efSearch the tuned query really used: calibrated on the built index(es), not the sample's.
+            calibrated = steps["build_index"]["calibration"]
+            chosen["ef_search"] = max([c["ef_search"] for c in calibrated], default=chosen["ef_search"])
+            # P=4 and the monolithic index search with it too, so they are compared at (about) equal recall.
             force_partitions(args, n, workdir, chosen)
         check = run_worker(args, "recall", workdir, variant=variant)
         result[variant] = {
@@ -296,6 +308,8 @@ def measure_size(args: argparse.Namespace, n: int, root: Path) -> dict[str, Any]
     print(f"[n={n}] monolithic HNSW", file=sys.stderr, flush=True)
     result["monolithic"] = run_worker(args, "monolithic", workdir, chosen=json.dumps(chosen))
     result["tuning"] = result["tuned"]["steps"]["plan_index"]["tuning"]
+    result["calibration"] = result["tuned"]["steps"]["build_index"]["calibration"]
+    result["monolithic"]["ef_search"] = chosen["ef_search"]
     shutil.rmtree(workdir, ignore_errors=True)
     # Each size's figures as soon as they exist, so a long run that is stopped still leaves them.
     print(f"[n={n}] done: {json.dumps(result)}", file=sys.stderr, flush=True)
@@ -372,6 +386,13 @@ def print_table(sizes: list[dict[str, Any]], summary: dict[str, Any], k: int) ->
             f"partition_size={t['partition_size']} recall on {t['sample_rows']} sampled rows {t['measured_recall']:.4f}, "
             f"predicted {t['predicted_recall']:.4f} (target {t['target_recall']}), {t['seconds']:.1f}s"
         )
+        for number, c in enumerate(s["calibration"]):
+            ladder = " ".join(f"{ef}:{r:.4f}" for ef, r in c["ladder"])
+            print(
+                f"{n:>9} calibrated on built index {number} ({c['queries']} of its rows as queries): efSearch "
+                f"{c['planned_ef_search']} -> {c['ef_search']}, recall@{c['k']} {c['measured_recall']:.4f} "
+                f"(ladder {ladder}; {c['seconds']:.1f}s); monolithic and P=4 searched at efSearch {s['monolithic']['ef_search']}"
+            )
     print()
     for n, ratios in summary["ratios_by_n"].items():
         print(f"n={n}: " + ", ".join(f"{key} {value}" for key, value in ratios.items()))

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from pss_ops.config import IndexTuningConfig, parse_memory
-from pss_ops.manifests import EmbeddedPartition, IndexTuning, TuningTrial
+from pss_ops.manifests import EfCalibration, EmbeddedPartition, IndexTuning, TuningTrial
 from pss_ops.steps.embed import read_vectors
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ LINK_OVERHEAD = 1.1  # faiss HNSW: upper-level links and per-node bookkeeping ov
 PROCESS_BYTES = 512 << 20  # Python, faiss, pyarrow and pandas loaded in a step process
 MIN_PARTITION_ROWS = 1_000
 TIE_TOLERANCE = 1e-5
+MAX_EF_SEARCH = 4096  # calibration's ceiling: past it, HNSW search nears brute force in cost
 
 
 def hnsw_bytes(rows: int, dim: int, m: int) -> int:
@@ -233,3 +234,63 @@ def tune_index(
         result.target_recall,
     )
     return result
+
+
+def calibrate_ef_search(
+    index: faiss.IndexHNSWFlat,
+    vectors: np.ndarray,
+    *,
+    start_ef: int,
+    k: int,
+    search_k: int,
+    target_recall: float,
+    queries: int,
+    seed: int,
+    max_ef: int = MAX_EF_SEARCH,
+) -> EfCalibration:
+    """The efSearch that meets the target on this built index, measured on a sample of its own rows (as autofaiss).
+
+    The tuner predicts recall at the partition's size from samples, but HNSW recall at a fixed efSearch
+    keeps falling as the index grows, so the prediction can fall short on the real index. Here the
+    partition's own rows are the queries: exact top-`search_k` by inner product over `vectors` (the
+    index's rows, in its order; searched in place, not copied), then the HNSW index at efSearch =
+    start_ef, doubled until recall@k (self excluded, ties counted) meets the target or max_ef is
+    reached. The index's efSearch is left at the value returned.
+    """
+    started = time.perf_counter()
+    rows = len(vectors)
+    picks = np.sort(np.random.default_rng(seed).choice(rows, size=min(queries, rows), replace=False))
+    sample = vectors[picks]  # queries x dim: the only copy made
+    width = min(search_k, rows)
+    # faiss.knn runs IndexFlatIP's exhaustive kernel on the array as it is (no index holding a second copy).
+    exact, exact_ids = faiss.knn(sample, vectors, width, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def as_sample_ids(ids: np.ndarray) -> np.ndarray:
+        # recall_at_k takes query i to be row i: self becomes i, other rows move past 0..queries-1, -1 stays.
+        others = np.where(ids < 0, -1, rows + ids)
+        return np.where(ids == picks[:, None], np.arange(len(picks))[:, None], others)
+
+    exact_local = as_sample_ids(exact_ids)
+    ladder: list[tuple[int, float]] = []
+    ef, measured = max(start_ef, 1), 0.0
+    while True:
+        index.hnsw.efSearch = max(ef, width)  # as the query step sets it
+        found, found_ids = index.search(sample, width)
+        measured = recall_at_k(found, as_sample_ids(found_ids), exact, exact_local, k)
+        ladder.append((ef, round(measured, 5)))
+        if measured >= target_recall or ef >= max_ef:
+            break
+        ef = min(ef * 2, max_ef)
+    met = measured >= target_recall
+    if not met:
+        log.warning("efSearch calibration: recall@%d %.4f at efSearch %d, short of %.4f", k, measured, ef, target_recall)
+    return EfCalibration(
+        planned_ef_search=start_ef,
+        target_recall=target_recall,
+        k=k,
+        search_k=width,
+        queries=len(picks),
+        ladder=tuple(ladder),
+        met_target=met,
+        seconds=round(time.perf_counter() - started, 3),
+    )

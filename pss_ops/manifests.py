@@ -158,6 +158,21 @@ class IndexPlan(Manifest):
         return tuple(p for p in self.partitions if p.scope == scope)
 
 
+class EfCalibration(Manifest):
+    """efSearch calibrated on the built index: recall@k of its own rows as queries against exact search."""
+
+    # The plan's (the tuner's, from a sample) efSearch, where the ladder started.
+    planned_ef_search: int
+    target_recall: float
+    k: int
+    search_k: int  # neighbours searched per query, as the query step fetches them (the query itself included)
+    queries: int
+    # (efSearch, measured recall@k) for every rung tried, in order; the last is the one kept.
+    ladder: tuple[tuple[int, float], ...]
+    met_target: bool
+    seconds: float
+
+
 class BuiltIndex(Manifest):
     """Output of build_index for one index partition."""
 
@@ -170,8 +185,12 @@ class BuiltIndex(Manifest):
     hnsw_m: int
     ef_construction: int
     seconds: float
-    # The efSearch its plan chose; query falls back to the config's when None (older manifests).
+    # The efSearch query uses: the plan's, or with index.tuning the one calibrated on this index;
+    # query falls back to the config's when None (older manifests).
     ef_search: int | None = None
+    # With index.tuning: recall@k measured on this index at ef_search, and how ef_search was found.
+    measured_recall: float | None = None
+    calibration: EfCalibration | None = None
 
 
 class QueriedPartition(Manifest):

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from pss_ops import layout, storage
-from pss_ops.manifests import BuiltIndex, IndexPartition, RunContext
+from pss_ops.manifests import BuiltIndex, EfCalibration, IndexPartition, RunContext
 from pss_ops.steps.embed import read_vectors
 from pss_ops.timing import timed
 
@@ -33,6 +33,11 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
         index.add(vectors)
+        ef_search = partition.ef_search or params.ef_search
+        calibration = None
+        if params.tuning is not None:
+            calibration = _calibrate(ctx, partition, index, vectors, ef_search)
+            ef_search = calibration.ladder[-1][0]
         index_uri = layout.index_file(ctx.run_uri, partition.name)
         ids_uri = layout.index_ids(ctx.run_uri, partition.name)
         storage.write_parquet(ids_uri, pa.concat_tables(tables))
@@ -47,11 +52,46 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         hnsw_m=hnsw_m,
         ef_construction=ef_construction,
         seconds=timer.seconds,
-        ef_search=partition.ef_search or params.ef_search,
+        ef_search=ef_search,
+        measured_recall=calibration.ladder[-1][1] if calibration is not None else None,
+        calibration=calibration,
     )
     result.write(layout.index_manifest(ctx.run_uri, partition.name))
     log.info("build_index %s: %d vectors in %.1fs", partition.name, result.rows, result.seconds)
     return result
+
+
+def _calibrate(ctx: RunContext, partition: IndexPartition, index: faiss.IndexHNSWFlat, vectors: np.ndarray, start_ef: int) -> EfCalibration:
+    """efSearch for this partition measured on the index just built, searched as the query step searches it."""
+    # Imported here: only tuned runs calibrate, as only they tune.
+    from pss_ops.index_tuning import calibrate_ef_search
+    from pss_ops.steps.query import candidates_per_query
+
+    tuning = ctx.config.index.tuning
+    assert tuning is not None
+    calibration = calibrate_ef_search(
+        index,
+        vectors,
+        start_ef=start_ef,
+        k=ctx.config.k,
+        # The query step's first fetch, plus the query itself (query.py: search_scope(..., fetch + 1)).
+        search_k=candidates_per_query(ctx) + 1,
+        target_recall=tuning.target_recall,
+        queries=tuning.sample_queries,
+        seed=tuning.seed + partition.number,
+    )
+    ef, measured = calibration.ladder[-1]
+    log.info(
+        "build_index %s: efSearch %d -> %d, recall@%d %.4f on %d of its rows (target %.4f)",
+        partition.name,
+        start_ef,
+        ef,
+        ctx.config.k,
+        measured,
+        calibration.queries,
+        tuning.target_recall,
+    )
+    return calibration
 
 
 def load_index(built: BuiltIndex) -> faiss.Index:

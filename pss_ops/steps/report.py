@@ -29,6 +29,30 @@ def _tuning_summary(index_plan: IndexPlan) -> dict[str, Any] | None:
     return {**index_plan.tuning.model_dump(mode="json", exclude={"trials"}), "trials": len(index_plan.tuning.trials)}
 
 
+def _calibration_summary(built: list[BuiltIndex]) -> dict[str, Any] | None:
+    """efSearch calibrated per built index and its measured recall@k; the lowest recall is the run's."""
+    calibrated = [b for b in built if b.calibration is not None and b.measured_recall is not None]
+    if not calibrated:
+        return None
+    return {
+        "partitions": [
+            {
+                "name": b.name,
+                "rows": b.rows,
+                "planned_ef_search": b.calibration.planned_ef_search,
+                "ef_search": b.ef_search,
+                "measured_recall": b.measured_recall,
+                "queries": b.calibration.queries,
+                "met_target": b.calibration.met_target,
+            }
+            for b in calibrated
+            if b.calibration is not None
+        ],
+        "min_measured_recall": min(b.measured_recall for b in calibrated if b.measured_recall is not None),
+        "met_target": all(b.calibration.met_target for b in calibrated if b.calibration is not None),
+    }
+
+
 def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Gather every manifest of the run into run_summary.json and return it."""
     with timed("report"):
@@ -87,6 +111,8 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
                 "largest_partition_rows": max((b.rows for b in built), default=0),
             },
             "tuning": _tuning_summary(index_plan),
+            # With index.tuning: efSearch as calibrated on each built index (what query used) and its recall.
+            "calibration": _calibration_summary(built),
             "candidates_per_query": queried[0].candidates_per_query if queried else 0,
             "queries_searched_deeper": sum(q.queries_searched_deeper for q in queried),
         },
