@@ -1,12 +1,16 @@
 """The paper's Tables 1–3 in our terms: one row per embedding, all scored on the same held-out pairs.
 
-Rows: title-only (MiniLM), lexical-only (hashed char n-grams), the compound of both, SiameseNet on the
-compound with 1–4 layers of 256 (single task: the labelled pairs), and the 4-layer net trained multi-task
-(labelled pairs + a weaker second task, pairs of items sharing a brand). Columns: candidate recall@1/10
-and recall at precision 80/90/95% on held-out Amazon–Google queries (split by query item; never trained
-on), and R@P90 on the WDC computers labelled pairs (a catalog no model saw).
+Rows: each raw feature alone (title MiniLM, hashed char n-grams, model-number tokens), their compound,
+SiameseNet on the compound with 1–4 layers of 256 (single task: the labelled Amazon–Google pairs), the
+recipe we ship (1×256 with the compound kept as a skip and learned per-feature weights), and multi-task
+variants: + a weak same-brand task, and + the WDC computers pairs of the other folds.
 
-    .venv/bin/python bench/ablation.py [--epochs 30] [--seed 0] [--layers 1,2,3,4]
+Columns: candidate recall@1/10 and recall at precision 80/90/95% on held-out Amazon–Google queries (split
+by query item with the fold's seed; never trained on), and R@P90 / average precision on the held-out fold
+of the WDC computers labelled pairs. WDC folds are connected components of pairs and clusters, so no
+offer and no product of a held-out pair is ever trained on. Every row of a fold is scored on the same pairs.
+
+    .venv/bin/python bench/ablation.py [--folds 0,1,2] [--epochs 40] [--layers 1,2,3,4]
 """
 
 from __future__ import annotations
@@ -20,35 +24,119 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score
 
-from pss_ops.config import load_config
+from pss_ops.config import AppConfig, load_config
 from pss_ops.features.compound import compound_vectors
-from pss_ops.learning.pairs import FeatureBlocks, group_pairs, random_negatives
-from pss_ops.learning.pipeline import evaluate_holdout, prepare_training_data
+from pss_ops.learning.pairs import PairSet, component_folds, group_pairs, hard_negatives, random_negatives
+from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, prepare_training_data
 from pss_ops.learning.train import TrainingConfig, train_siamese
 from pss_ops.metrics import recall_at_precision
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "wdc_computers"
+WDC_FOLDS = 3
+AG_COLUMNS = ("recall@1", "recall@10", "R@P80", "R@P90", "R@P95")
 
 
-def wdc_compound(config: object) -> tuple[list[str], np.ndarray]:
-    """WDC computers offers embedded with the config's compound features (titles only)."""
-    products = pd.read_csv(SHARED / "products.csv", dtype=str, keep_default_na=False)
-    frame = pd.DataFrame({"item_id": products["id"], "title": products["title"]})
-    return frame["item_id"].tolist(), compound_vectors(frame, config)  # type: ignore[arg-type]
+class Wdc:
+    """WDC computers offers embedded with the config's compound, their labelled pairs and folds."""
+
+    def __init__(self, directory: Path, config: AppConfig) -> None:
+        products = pd.read_csv(directory / "products.csv", dtype=str, keep_default_na=False)
+        pairs = pd.read_csv(directory / "pairs.csv", dtype=str, keep_default_na=False)
+        self.ids: list[str] = products["id"].tolist()
+        self.row = {item: i for i, item in enumerate(self.ids)}
+        self.cluster = dict(zip(products["id"], products["cluster_id"]))
+        # Titles only, like the Amazon–Google catalog the features were chosen on.
+        self.vectors = compound_vectors(pd.DataFrame({"item_id": self.ids, "title": products["title"]}), config)
+        self.pairs = PairSet("wdc", pairs["id_a"].to_numpy(object), pairs["id_b"].to_numpy(object), pairs["label"].astype(np.int8).to_numpy())
+        self.pair_fold, self.item_fold = component_folds(self.pairs, folds=WDC_FOLDS, groups=self.cluster)
+
+    def held_out(self, fold: int) -> PairSet:
+        return self.pairs.take(self.pair_fold == fold)
+
+    def training_task(self, fold: int, seed: int) -> PairSet:
+        """The other folds' labelled pairs, same-cluster positives, and mined hard and random negatives."""
+        labelled = self.pairs.take(self.pair_fold != fold)
+        ids = [item for item in self.ids if self.item_fold[item] != fold]
+        clusters = np.asarray([self.cluster[item] for item in ids], dtype=object)
+        same_cluster = group_pairs(ids, clusters.tolist(), task="wdc", max_pairs_per_group=20, seed=seed)
+        positives = labelled.positives.concat(same_cluster)
+        vectors = self.vectors[[self.row[item] for item in ids]]
+        # exclude_same=cluster: an offer of the same product is never mined as a negative.
+        mined = hard_negatives(positives, ids, vectors, per_positive=3, exclude_same=clusters)
+        return labelled.concat(same_cluster, mined, random_negatives(positives, ids, ratio=3, seed=seed))
+
+    def scores(self, vectors: np.ndarray, fold: int) -> dict[str, float]:
+        held = self.held_out(fold)
+        a = vectors[[self.row[i] for i in held.id_a]]
+        b = vectors[[self.row[i] for i in held.id_b]]
+        cosine = np.sum(a * b, axis=1)
+        return {
+            "wdc R@P90": round(recall_at_precision(cosine, held.label)["R@P90"], 4),
+            "wdc AP": round(float(average_precision_score(held.label, cosine)), 4),
+        }
 
 
-def wdc_r_at_p90(vectors: np.ndarray, ids: list[str]) -> float:
-    """R@P90 over WDC's labelled pairs (test split when present), from the offers' vectors."""
-    pairs = pd.read_csv(SHARED / "pairs.csv", dtype=str, keep_default_na=False)
-    if "split" in pairs.columns and (pairs["split"] == "test").any():
-        pairs = pairs[pairs["split"] == "test"]
-    row = {item: i for i, item in enumerate(ids)}
-    known = pairs["id_a"].isin(row) & pairs["id_b"].isin(row)
-    a = vectors[[row[i] for i in pairs.loc[known, "id_a"]]]
-    b = vectors[[row[i] for i in pairs.loc[known, "id_b"]]]
-    return recall_at_precision(np.sum(a * b, axis=1), pairs.loc[known, "label"].astype(int).to_numpy())["R@P90"]
+def feature_only(config: AppConfig, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The slice of the compound that one feature fills, renormalised."""
+    names = [f.name or f.type for f in config.features]
+    start = sum(f.dim for f in config.features[: names.index(name)])
+    width = config.features[names.index(name)].dim
+
+    def only(x: np.ndarray) -> np.ndarray:
+        block = x[:, start : start + width]
+        return block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+
+    return only
+
+
+def run_fold(args: argparse.Namespace, config: AppConfig, wdc: Wdc, fold: int) -> list[dict[str, object]]:
+    data: TrainingData = prepare_training_data(config, catalog_uri=args.catalog, pair_sources=[(args.pairs, "labelled")], seed=fold)
+    rows: list[dict[str, object]] = []
+
+    def add(name: str, embed: Callable[[np.ndarray], np.ndarray], seconds: float = 0.0) -> None:
+        scores = evaluate_holdout(embed(data.compound), data)["labelled"]
+        rows.append({"fold": fold, "embedding": name, **{k: scores[k] for k in AG_COLUMNS}, **wdc.scores(embed(wdc.vectors), fold), "seconds": round(seconds, 1)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+    for feature in config.features:
+        add(f"{feature.name or feature.type} only", feature_only(config, feature.name or feature.type))
+    add("compound", lambda x: x)
+
+    catalog = pd.read_csv(args.catalog, dtype=str, keep_default_na=False)
+    brand_positives = group_pairs(catalog["item_id"].tolist(), catalog["brand"].tolist(), task="same_brand", seed=fold)
+    # A weak behaviour-like signal (the paper's V2P stands in): same brand vs random items.
+    brand_task = brand_positives.concat(random_negatives(brand_positives, data.ids, ratio=1.0, seed=fold))
+    labelled = {"labelled": data.train["labelled"]}
+    shipped = {"widths": (256,), "skip_weight": 1.0, "learn_feature_weights": True}
+    variants: list[tuple[str, dict[str, object], dict[str, PairSet]]] = [
+        (f"SiameseNet {n}x256, labelled", {"widths": (256,) * n}, labelled) for n in map(int, args.layers.split(","))
+    ]
+    variants += [
+        ("SiameseNet 1x256 + skip, labelled", {"widths": (256,), "skip_weight": 1.0}, labelled),
+        ("SiameseNet 1x256 + skip + feature weights, labelled", shipped, labelled),
+        ("SiameseNet 4x256, labelled + same brand", {"widths": (256,) * 4}, {**labelled, "same_brand": brand_task}),
+        ("SiameseNet 1x256 + skip + feature weights, labelled + WDC", shipped, {**labelled, "wdc": wdc.training_task(fold, fold)}),
+    ]
+    ids = data.ids + wdc.ids
+    vectors = np.vstack([data.compound, wdc.vectors])
+    widths = [f.dim for f in config.features]
+    for name, architecture, tasks in variants:
+        if args.only and not any(part in name for part in args.only):
+            continue
+        started = time.perf_counter()
+        training = TrainingConfig(
+            **architecture,  # type: ignore[arg-type]
+            epochs=args.epochs,
+            patience=6,
+            validation_fraction=0.15,
+            seed=fold,
+            task_weights={t: (0.2 if t == "same_brand" else 1.0) for t in tasks},
+        )
+        model, _ = train_siamese(vectors, ids, tasks, training, feature_widths=widths)
+        add(name, model.embed, time.perf_counter() - started)
+    return rows
 
 
 def main() -> None:
@@ -56,63 +144,22 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "examples" / "near_identical.yaml"))
     parser.add_argument("--catalog", default=str(ROOT / "data" / "amazon_google" / "catalog.csv"))
     parser.add_argument("--pairs", default=str(ROOT / "data" / "amazon_google" / "matches.csv"))
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wdc", default=str(ROOT / "data" / "wdc_computers"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--folds", default="0", help="comma-separated folds out of 0,1,2 (Amazon–Google seed and WDC held-out fold)")
     parser.add_argument("--layers", default="1,2,3,4")
+    parser.add_argument("--only", action="append", help="train only variants whose name contains this (repeatable)")
     args = parser.parse_args()
 
     config = load_config(args.config)
-    data = prepare_training_data(config, catalog_uri=args.catalog, pair_sources=[(args.pairs, "labelled")], seed=args.seed)
-    blocks = FeatureBlocks.from_compound(data.ids, data.compound, config)
-    wdc_ids, wdc = wdc_compound(config)
-    rows: list[dict[str, object]] = []
-
-    def add(name: str, vectors: np.ndarray, embed: Callable[[np.ndarray], np.ndarray], seconds: float) -> None:
-        scores = evaluate_holdout(vectors, data)["labelled"]
-        rows.append(
-            {
-                "embedding": name,
-                **{k: scores[k] for k in ("recall@1", "recall@10", "R@P80", "R@P90", "R@P95")},
-                "wdc R@P90": round(wdc_r_at_p90(embed(wdc), wdc_ids), 4),
-                "seconds": round(seconds, 1),
-            }
-        )
-
-    for feature in config.features:
-        name = feature.name or feature.type
-        index = [f.name or f.type for f in config.features].index(name)
-        start = sum(f.dim for f in config.features[:index])
-
-        def only(x: np.ndarray, start: int = start, width: int = feature.dim) -> np.ndarray:
-            block = x[:, start : start + width]
-            return block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-
-        add(f"{name} only", blocks.blocks[name], only, 0.0)
-    add("compound", data.compound, lambda x: x, 0.0)
-
-    catalog = pd.read_csv(args.catalog, dtype=str, keep_default_na=False)
-    brand_positives = group_pairs(catalog["item_id"].tolist(), catalog["brand"].to_numpy(dtype=object), task="same_brand", seed=args.seed)
-    # A weak behaviour-like signal (paper's V2P stands in): same brand vs random items.
-    brand_task = brand_positives.concat(random_negatives(brand_positives, data.ids, ratio=1.0, seed=args.seed))
-    labelled = {"labelled": data.train["labelled"]}
-    variants = [(f"SiameseNet {n}x256, labelled", (256,) * n, 0.0, labelled) for n in map(int, args.layers.split(","))]
-    # The spike's best recipe (docs/experiments/2026-11-21-siamese-spike.md): one layer, compound kept as a skip.
-    variants.append(("SiameseNet 1x256 + compound skip, labelled", (256,), 1.0, labelled))
-    variants.append(("SiameseNet 4x256, labelled + same brand", (256,) * 4, 0.0, {**labelled, "same_brand": brand_task}))
-    for name, widths, skip_weight, tasks in variants:
-        started = time.perf_counter()
-        training = TrainingConfig(
-            widths=widths,
-            skip_weight=skip_weight,
-            epochs=args.epochs,
-            seed=args.seed,
-            task_weights={t: (1.0 if t == "labelled" else 0.2) for t in tasks},
-        )
-        model, _ = train_siamese(data.compound, data.ids, tasks, training)
-        add(name, model.embed(data.compound), model.embed, time.perf_counter() - started)
-
-    print(pd.DataFrame(rows).to_string(index=False))
-    print(json.dumps({"bench": "ablation", "seed": args.seed, "epochs": args.epochs, "rows": rows}))
+    wdc = Wdc(Path(args.wdc), config)
+    rows = [row for fold in map(int, args.folds.split(",")) for row in run_fold(args, config, wdc, fold)]
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    mean = table.drop(columns="fold").groupby("embedding", sort=False).mean().round(4)
+    print(f"\nmean over folds {args.folds}:")
+    print(mean.to_string())
+    print(json.dumps({"bench": "ablation", "folds": args.folds, "epochs": args.epochs, "rows": rows}))
 
 
 if __name__ == "__main__":
