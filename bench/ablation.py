@@ -3,7 +3,7 @@
 Rows: each raw feature alone (title MiniLM, hashed char n-grams, model-number tokens), their compound,
 SiameseNet on the compound with 1–4 layers of 256 (single task: the labelled Amazon–Google pairs), the
 recipe we ship (1×256 with the compound kept as a skip and learned per-feature weights), and multi-task
-variants: + a weak same-brand task, and + the WDC computers pairs of the other folds.
+variants: + a weak same-brand task, and + the WDC computers pairs of the other folds (no skip).
 
 Columns: candidate recall@1/10 and recall at precision 80/90/95% on held-out Amazon–Google queries (split
 by query item with the fold's seed; never trained on), and R@P90 / average precision on the held-out fold
@@ -117,7 +117,8 @@ def run_fold(args: argparse.Namespace, config: AppConfig, wdc: Wdc, fold: int) -
         ("SiameseNet 1x256 + skip, labelled", {"widths": (256,), "skip_weight": 1.0}, labelled),
         ("SiameseNet 1x256 + skip + feature weights, labelled", shipped, labelled),
         ("SiameseNet 4x256, labelled + same brand", {"widths": (256,) * 4}, {**labelled, "same_brand": brand_task}),
-        ("SiameseNet 1x256 + skip + feature weights, labelled + WDC", shipped, {**labelled, "wdc": wdc.training_task(fold, fold)}),
+        # Without the skip: with it, the compound half keeps WDC's same-title-but-other-model negatives on top.
+        ("SiameseNet 1x256 + feature weights, labelled + WDC", {"widths": (256,), "learn_feature_weights": True}, {**labelled, "wdc": wdc.training_task(fold, fold)}),
     ]
     ids = data.ids + wdc.ids
     vectors = np.vstack([data.compound, wdc.vectors])

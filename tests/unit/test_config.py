@@ -13,6 +13,7 @@ from pss_ops.config import (
     AppConfig,
     CharNgramFeature,
     ConfigError,
+    ModelTokenFeature,
     PrecomputedVectorFeature,
     TextEmbeddingFeature,
     load_config,
@@ -61,8 +62,9 @@ def test_example_feature_types_are_parsed() -> None:
     near = configs["near_identical"]
     assert isinstance(near.features[0], TextEmbeddingFeature)
     assert isinstance(near.features[1], CharNgramFeature)
-    assert len(near.features) == 2
-    assert near.dim == 384 + 2048
+    assert isinstance(near.features[2], ModelTokenFeature) and near.features[2].weight == 0.5
+    assert len(near.features) == 3
+    assert near.dim == 384 + 2048 + 1024
     assert near.post_filter.different == ("seller",)
     visual = configs["visually_similar_same_color"]
     assert isinstance(visual.features[0], PrecomputedVectorFeature)

@@ -221,3 +221,12 @@ def test_bad_inputs_are_named() -> None:
         TrainingConfig(validation_fraction=1.0)
     with pytest.raises(ValidationError):
         BASE.epochs = 3  # type: ignore[misc]
+
+
+def test_example_training_config_is_valid_and_is_the_shipped_recipe() -> None:
+    """examples/training/siamese.yaml parses as a TrainingConfig: the recipe bench/ablation.py measures."""
+    import yaml
+
+    path = DATA.parents[1] / "examples" / "training" / "siamese.yaml"
+    config = TrainingConfig.model_validate(yaml.safe_load(path.read_text()))
+    assert config.widths == (256,) and config.skip_weight == 1.0 and config.learn_feature_weights
