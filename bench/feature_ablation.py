@@ -58,6 +58,7 @@ def main() -> None:
     variants = {
         "title_embedding only": tuple(f for f in base.features if isinstance(f, TextEmbeddingFeature)),
         "lexical only": tuple(f for f in base.features if isinstance(f, CharNgramFeature)),
+        "title + lexical (no model tokens)": tuple(f for f in base.features if isinstance(f, TextEmbeddingFeature | CharNgramFeature)),
         "compound (config)": base.features,
     }
     rows = []
