@@ -49,7 +49,7 @@ from pss_ops.features.text import (  # noqa: E402
 )
 
 MODEL = "all-MiniLM-L6-v2"
-TITLE_SOURCES = (ROOT / "data" / "amazon_google" / "catalog.csv", ROOT.parent / "shared" / "data" / "wdc_computers" / "products.csv")
+TITLE_SOURCES = (ROOT / "data" / "amazon_google" / "catalog.csv", ROOT / "data" / "wdc_computers" / "products.csv")
 TARGETS = {"speedup": 2.0, "cosine": 0.99, "warm_over_cold": 50.0}
 WARMUP = 64
 Encoder = Callable[[list[str]], np.ndarray]

@@ -98,7 +98,7 @@ def test_sublinear_term_frequency() -> None:
     np.testing.assert_allclose(ratios, [1.0, 1 + np.log(2), 1 + np.log(3)], rtol=1e-4)
 
 
-# Real WDC computers offers (../shared/data/wdc_computers): the first two are labelled different products.
+# Real WDC computers offers (data/wdc_computers): the first two are labelled different products.
 WDC_TITLES = [
     "wd red 1tb nas hard drive 3 5 wd10efrx",
     "wd red 3tb nas hard drive 3 5 wd30efrx",
