@@ -42,6 +42,9 @@ def search_scope(
             yield scores, pack_ids(built.number, rows)
 
     scores, packed = merge_topk(per_partition(), len(vectors), fetch)
+    # Inner products of unit float32 vectors can pass 1 by rounding (an identical item scores 1.0000001);
+    # the published score is a cosine, so it is kept in a cosine's range. Empty slots are told by id, not score.
+    np.clip(scores, -1.0, 1.0, out=scores)
     return scores, packed, id_tables
 
 
