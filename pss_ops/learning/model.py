@@ -65,8 +65,9 @@ class SiameseNet(nn.Module):
         # this kept the compound's recall@10 while the learned half lifted recall@1 (docs/experiments).
         self.skip_weight = float(skip_weight)
         # With feature_widths, one learned weight per compound feature block scales the input before both the
-        # layers and the skip: the compound's hand-set weights become trainable. On Amazon-Google the model-number
-        # block's weight grows, and that carries over to a catalog the model never saw (WDC computers).
+        # layers and the skip: the compound's hand-set weights become trainable, so a task can lean on the
+        # feature that decides its matches. The learned weights are readable (feature_weights()); what they
+        # did on our data is in BENCHMARKS.md.
         self.feature_widths = feature_widths
         if feature_widths is not None:
             self.feature_log_weights = nn.Parameter(torch.zeros(len(feature_widths)))
