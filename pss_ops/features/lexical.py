@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
+
+
+def _unit_rows(sparse: Any) -> np.ndarray:
+    """Dense float32 rows, L2-normalised; all-zero rows stay zero."""
+    dense = sparse.toarray().astype(np.float32, copy=False)
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    np.divide(dense, norms, out=dense, where=norms > 0)
+    return dense
 
 
 def char_ngram_vectors(texts: Sequence[str], *, ngram_min: int, ngram_max: int, dims: int) -> np.ndarray:
@@ -23,10 +32,7 @@ def char_ngram_vectors(texts: Sequence[str], *, ngram_min: int, ngram_max: int, 
     )
     counts = vectorizer.transform(list(texts)).tocsr()
     counts.data = 1.0 + np.log(counts.data)
-    dense = counts.toarray().astype(np.float32, copy=False)
-    norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    np.divide(dense, norms, out=dense, where=norms > 0)
-    return dense
+    return _unit_rows(counts)
 
 
 # A token is a run of word characters with at least one digit: "1tb", "hx426c15fb", "2007", "v11".
@@ -46,7 +52,4 @@ def model_token_vectors(texts: Sequence[str], *, dims: int) -> np.ndarray:
         lowercase=True,
         dtype=np.float32,
     )
-    dense = vectorizer.transform(list(texts)).toarray().astype(np.float32, copy=False)
-    norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    np.divide(dense, norms, out=dense, where=norms > 0)
-    return dense
+    return _unit_rows(vectorizer.transform(list(texts)))
