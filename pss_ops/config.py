@@ -91,9 +91,7 @@ class PrecomputedVectorFeature(_Strict):
     weight: float = Field(1.0, gt=0)
 
 
-Feature = Annotated[
-    TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature, Field(discriminator="type")
-]
+Feature = Annotated[TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature, Field(discriminator="type")]
 
 
 _MEMORY_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -33,6 +33,9 @@ class SiameseNet(nn.Module):
     batch so BatchNorm normalises both with the same statistics.
     """
 
+    # A registered buffer (moves with .to(device)); declared so type checkers see a tensor, not a module.
+    _block_sizes: torch.Tensor
+
     def __init__(
         self,
         input_dim: int,

@@ -385,7 +385,8 @@ def test_component_folds_keep_items_and_clusters_apart_on_wdc() -> None:
     """Real WDC pairs: every offer and every cluster (product) lands in exactly one fold, folds are balanced."""
     pairs_frame = pd.read_csv(WDC / "pairs.csv", dtype=str, keep_default_na=False)
     products = pd.read_csv(WDC / "products.csv", dtype=str, keep_default_na=False)
-    pairs = PairSet("wdc", pairs_frame["id_a"].to_numpy(object), pairs_frame["id_b"].to_numpy(object), pairs_frame["label"].astype(np.int8).to_numpy())
+    labels = pairs_frame["label"].astype(np.int8).to_numpy()
+    pairs = PairSet("wdc", pairs_frame["id_a"].to_numpy(object), pairs_frame["id_b"].to_numpy(object), labels)
     cluster = dict(zip(products["id"], products["cluster_id"]))
     pair_fold, item_fold = component_folds(pairs, folds=3, groups=cluster)
     assert len(pair_fold) == 1100 and set(pair_fold.tolist()) == {0, 1, 2}
