@@ -78,7 +78,7 @@ class Wdc:
         mined = hard_negatives(positives, ids, vectors, per_positive=3, exclude_same=clusters)
         return labelled.concat(same_cluster, mined, random_negatives(positives, ids, ratio=3, seed=seed))
 
-    def scores(self, vectors: np.ndarray, fold: int, trained_on_wdc: bool) -> dict[str, float]:
+    def scores(self, vectors: np.ndarray, fold: int, trained_on_wdc: bool) -> dict[str, float | None]:
         """R@P90 and AP on the held-out fold; R@P90 on all 1,100 pairs too, for embeddings that never saw WDC."""
 
         def cosine(pairs: PairSet) -> np.ndarray:
@@ -88,11 +88,12 @@ class Wdc:
 
         held = self.held_out(fold)
         scores = cosine(held)
-        every = float("nan") if trained_on_wdc else recall_at_precision(cosine(self.pairs), self.pairs.label)["R@P90"]
+        # None (null in the JSON line) where the embedding trained on the other folds' pairs.
+        every = None if trained_on_wdc else round(recall_at_precision(cosine(self.pairs), self.pairs.label)["R@P90"], 4)
         return {
             "wdc R@P90": round(recall_at_precision(scores, held.label)["R@P90"], 4),
             "wdc AP": round(float(average_precision_score(held.label, scores)), 4),
-            "wdc all R@P90": round(every, 4),
+            "wdc all R@P90": every,
         }
 
 

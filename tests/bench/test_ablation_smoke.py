@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -36,4 +35,4 @@ def test_ablation_bench_smoke() -> None:
     # The compound is what every feature-only row is a slice of: on ranking it is at least as good as the worst slice.
     assert rows["compound"]["recall@1"] >= min(rows[f"{f} only"]["recall@1"] for f in ("title_embedding", "lexical", "model_tokens"))
     assert rows["compound"]["seconds"] == 0.0 and rows[recipe]["seconds"] > 0
-    assert not math.isnan(rows[recipe]["wdc all R@P90"])  # trained on Amazon–Google only: scored on every WDC pair
+    assert rows[recipe]["wdc all R@P90"] is not None  # trained on Amazon–Google only: scored on every WDC pair
