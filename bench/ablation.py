@@ -98,14 +98,19 @@ class Wdc:
         }
 
 
-def feature_only(config: AppConfig, name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The slice of the compound that one feature fills, renormalised."""
+def block_columns(config: AppConfig, name: str) -> slice:
+    """The compound columns one feature fills."""
     names = [f.name or f.type for f in config.features]
     start = sum(f.dim for f in config.features[: names.index(name)])
-    width = config.features[names.index(name)].dim
+    return slice(start, start + config.features[names.index(name)].dim)
+
+
+def feature_only(config: AppConfig, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The slice of the compound that one feature fills, renormalised."""
+    columns = block_columns(config, name)
 
     def only(x: np.ndarray) -> np.ndarray:
-        block = x[:, start : start + width]
+        block = x[:, columns]
         return block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
 
     return only
@@ -113,13 +118,11 @@ def feature_only(config: AppConfig, name: str) -> Callable[[np.ndarray], np.ndar
 
 def scaled(config: AppConfig, name: str, factor: float) -> Callable[[np.ndarray], np.ndarray]:
     """The compound with one feature block's weight multiplied by factor, renormalised (a hand-set reweighting)."""
-    names = [f.name or f.type for f in config.features]
-    start = sum(f.dim for f in config.features[: names.index(name)])
-    stop = start + config.features[names.index(name)].dim
+    columns = block_columns(config, name)
 
     def reweight(x: np.ndarray) -> np.ndarray:
         out = x.copy()
-        out[:, start:stop] *= factor
+        out[:, columns] *= factor
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     return reweight
