@@ -1,10 +1,10 @@
 """The paper's Tables 1–3 in our terms: one row per embedding, all scored on the same held-out pairs.
 
 Rows: each raw feature alone (title MiniLM, hashed char n-grams, model-number tokens), their compound,
-SiameseNet on the compound with 1–4 layers of 256 (single task: the labelled Amazon–Google pairs), the
-recipe we ship (1×256 with the compound kept as a skip and learned per-feature weights), and multi-task
-variants: + a weak same-brand task, + the WDC computers pairs of the other folds (no skip), and (tried, not
-shipped) + synthetic model-number pairs made from the Amazon–Google training titles. Two hand-reweighted
+SiameseNet on the compound with 1–4 layers of 256 (single task: the labelled Amazon–Google pairs), 1×256 with
+the compound kept as a skip and learned per-feature weights, and multi-task variants: + a weak same-brand
+task, + the WDC computers pairs of the other folds (no skip), and the recipe we ship: + synthetic part-number
+negatives made from the Amazon–Google catalog's part numbers (pss_ops.learning.part_numbers). Two hand-reweighted
 compounds (model-token block ×2, ×4) show the trade-off between the two data sets without any training.
 
 Columns: candidate recall@1/10 and recall at precision 80/90/95% on held-out Amazon–Google queries (split
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -34,17 +33,15 @@ from sklearn.metrics import average_precision_score
 
 from pss_ops.config import AppConfig, load_config
 from pss_ops.features.compound import compound_vectors
-from pss_ops.features.lexical import MODEL_TOKEN_PATTERN
 from pss_ops.learning.pairs import PairSet, component_folds, group_pairs, hard_negatives, random_negatives
-from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, prepare_training_data
+from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, prepare_training_data, with_part_number_negatives
 from pss_ops.learning.train import TrainingConfig, train_siamese
 from pss_ops.metrics import recall_at_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 WDC_FOLDS = 3
-# alpha_t of the auxiliary tasks (eq. 2). The synthetic task's 0.25 lies between the 0.1 and 1 also tried on fold 0;
-# all three left AG recall@1 below the compound's (BENCHMARKS.md, "Learned embeddings").
-TASK_WEIGHTS = {"same_brand": 0.2, "model_numbers": 0.25}
+# alpha_t of the auxiliary tasks (eq. 2); tasks not listed weigh 1.
+TASK_WEIGHTS = {"same_brand": 0.2}
 AG_COLUMNS = ("recall@1", "recall@10", "R@P80", "R@P90", "R@P95", "R@P90 separable")
 
 
@@ -128,40 +125,6 @@ def scaled(config: AppConfig, name: str, factor: float) -> Callable[[np.ndarray]
     return reweight
 
 
-def model_number_task(ids: list[str], titles: dict[str, str], seed: int) -> tuple[list[str], list[str], PairSet]:
-    """Tried, not shipped: WDC-shaped pairs made from Amazon–Google titles, to teach that a model number decides.
-
-    Per item with a digit-bearing token: a copy with one digit of one such token changed (a negative) and, for
-    titles of three or more words, a copy with one digit-free word dropped (a positive, and a negative of the first).
-    Returns the synthetic items' ids and titles and the pairs.
-    """
-    rng = np.random.default_rng(seed)
-    token = re.compile(MODEL_TOKEN_PATTERN)
-    synthetic_ids: list[str] = []
-    synthetic_titles: list[str] = []
-    rows: list[tuple[str, str, int]] = []
-    for item in ids:
-        title = titles[item]
-        tokens = list(token.finditer(title))
-        if not tokens:
-            continue
-        match = tokens[rng.integers(len(tokens))]
-        digits = [i for i, c in enumerate(match.group()) if c.isdigit()]
-        at = match.start() + digits[rng.integers(len(digits))]
-        other = title[:at] + str((int(title[at]) + int(rng.integers(1, 10))) % 10) + title[at + 1 :]
-        synthetic_ids.append(f"synthetic:{item}:other-model")
-        synthetic_titles.append(other)
-        rows.append((item, synthetic_ids[-1], 0))
-        words = title.split()
-        plain = [i for i, w in enumerate(words) if not any(c.isdigit() for c in w)]
-        if len(words) >= 3 and plain:
-            drop = plain[rng.integers(len(plain))]
-            synthetic_ids.append(f"synthetic:{item}:word-dropped")
-            synthetic_titles.append(" ".join(w for i, w in enumerate(words) if i != drop))
-            rows += [(item, synthetic_ids[-1], 1), (synthetic_ids[-1], synthetic_ids[-2], 0)]
-    return synthetic_ids, synthetic_titles, PairSet.from_rows("model_numbers", rows)
-
-
 def run_fold(args: argparse.Namespace, config: AppConfig, wdc: Wdc, fold: int) -> list[dict[str, object]]:
     data: TrainingData = prepare_training_data(config, catalog_uri=args.catalog, pair_sources=[(args.pairs, "labelled")], seed=fold)
     rows: list[dict[str, object]] = []
@@ -201,15 +164,14 @@ def run_fold(args: argparse.Namespace, config: AppConfig, wdc: Wdc, fold: int) -
     ]
     ids = data.ids + wdc.ids
     vectors = np.vstack([data.compound, wdc.vectors])
-    synthetic = "SiameseNet 1x256 + skip + feature weights, labelled + synthetic model-number task (tried)"
-    if selected(args, synthetic):
-        trained_items = sorted(set(labelled["labelled"].id_a.tolist()) | set(labelled["labelled"].id_b.tolist()))
-        synthetic_ids, synthetic_titles, model_numbers = model_number_task(
-            trained_items, dict(zip(catalog["item_id"], catalog["title"])), fold
-        )
-        ids += synthetic_ids
-        vectors = np.vstack([vectors, compound_vectors(pd.DataFrame({"item_id": synthetic_ids, "title": synthetic_titles}), config)])
-        variants.append((synthetic, shipped, {**labelled, "model_numbers": model_numbers}))
+    part_numbers = "SiameseNet 1x256 + skip + feature weights, labelled + part-number negatives"
+    if selected(args, part_numbers):
+        # The shipped recipe (examples/training/siamese.yaml): the same pairs plus one synthetic negative per catalog
+        # item with a part number, built exactly as `pss train` builds them.
+        with_synthetic = with_part_number_negatives(data, catalog, config, per_item=1, seed=fold)
+        ids += with_synthetic.synthetic_ids
+        vectors = np.vstack([vectors, with_synthetic.synthetic_compound])
+        variants.append((part_numbers, shipped, {**labelled, "part_numbers": with_synthetic.train["part_numbers"]}))
     widths = [f.dim for f in config.features]
     for name, architecture, tasks in variants:
         if not selected(args, name):

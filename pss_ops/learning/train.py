@@ -38,6 +38,9 @@ class TrainingConfig(BaseModel):
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-5, ge=0, allow_inf_nan=False)
+    # Synthetic negatives per catalog item with a part number: a copy with one of its digits changed, trained as
+    # the "part_numbers" task (pss_ops.learning.part_numbers). 0 leaves them out.
+    part_number_negatives: int = Field(0, ge=0)
     # alpha_t of eq. 2; tasks not listed weigh 1.
     task_weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
     # Fraction of each task's query items (id_a) held out for validation and early stopping; 0 disables both.

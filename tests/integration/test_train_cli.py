@@ -70,3 +70,27 @@ def test_pairs_naming_items_outside_the_catalog_fail_loudly(ag_subset: Subset, t
     argv += ["--registry", str(tmp_path / "registry"), "--out", str(tmp_path / "out"), "--epochs", "1"]
     assert main(argv) == 2
     assert not (tmp_path / "registry").exists()
+
+
+def test_part_number_negatives_train_as_their_own_task_and_are_never_evaluated(ag_subset: Subset, tmp_path: Path) -> None:
+    config_path = tmp_path / "app.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
+    reports = {}
+    for per_item in (0, 2):
+        training = tmp_path / f"training-{per_item}.yaml"
+        training.write_text(yaml.safe_dump({"widths": [32], "epochs": 1, "part_number_negatives": per_item}), encoding="utf-8")
+        argv = ["train", "--config", str(config_path), "--catalog", str(ag_subset.catalog), "--pairs", str(ag_subset.matches_path)]
+        argv += ["--registry", str(tmp_path / "registry"), "--training-config", str(training), "--out", str(tmp_path / f"out-{per_item}")]
+        assert main(argv) == 0
+        reports[per_item] = json.loads((tmp_path / f"out-{per_item}" / "train_report.json").read_text(encoding="utf-8"))
+
+    counts = reports[2]["training"]["pair_counts"]
+    assert set(counts) == {"labelled", "part_numbers"} and set(reports[0]["training"]["pair_counts"]) == {"labelled"}
+    synthetic = counts["part_numbers"]
+    assert synthetic["train_positives"] == synthetic["validation_positives"] == 0
+    negatives = synthetic["train_negatives"] + synthetic["validation_negatives"]
+    assert negatives > 0 and negatives % 2 == 0  # two per catalog item that has a part number
+    assert reports[2]["training"]["task_weights"] == {"labelled": 1.0, "part_numbers": 1.0}
+    # The held-out evaluation is the same pairs with or without the synthetic items: they are never candidates.
+    assert reports[2]["holdout"]["compound"] == reports[0]["holdout"]["compound"]
+    assert reports[2]["model_id"] != reports[0]["model_id"]
