@@ -65,6 +65,8 @@ def part_number_negatives(
             copy = row.to_dict()
             copy[field] = text[:at] + changed + text[at + 1 :]
             copy["item_id"] = f"{ID_PREFIX}:{k}:{item}"
+            if copy["item_id"] in rows_by_id.index:
+                raise ValueError(f"catalog item id {copy['item_id']!r} collides with a synthetic part-number copy's id")
             copies.append(copy)
             pairs.append((item, copy["item_id"], 0))
     return pd.DataFrame(copies, columns=catalog.columns), PairSet.from_rows(TASK, pairs)

@@ -63,3 +63,7 @@ def test_bad_arguments_name_the_problem() -> None:
         part_number_negatives(CATALOG, [*items, "amazon:nope"], ["title"], per_item=1, seed=0)
     with pytest.raises(ValueError, match="per_item"):
         part_number_negatives(CATALOG, items, ["title"], per_item=0, seed=0)
+    first = next(i for i, title in enumerate(CATALOG["title"]) if part_numbers(title))
+    clash = CATALOG.iloc[[first]].assign(item_id=f"{ID_PREFIX}:0:{CATALOG['item_id'].iloc[first]}")
+    with pytest.raises(ValueError, match="collides"):
+        part_number_negatives(pd.concat([CATALOG, clash]), CATALOG["item_id"].tolist(), ["title"], per_item=1, seed=0)
