@@ -34,7 +34,10 @@ prepare_training → train (`pss step train`) → report
   Relative local paths are relative to the config file's directory.
 * **registry_uri**: where the model is saved (default `<runs root>/models`).
 * **holdout**: fraction of each task's query items held out for the comparison.
-* **seed**, **epochs**: training settings.
+* **training_config**: a YAML of `TrainingConfig` fields, such as `examples/training/siamese.yaml` (the recipe
+  BENCHMARKS.md measures); relative to the config file's directory. Empty: the library defaults (the paper's 4 × 256).
+  It is validated before training and frozen into the run directory.
+* **seed**, **epochs**: override the training YAML's (epochs empty: the YAML's, else the library default).
 
 Runs go under `<runs root>/{application}/training/<run id>`. Executor: `{executor}`. Config: `{config_path}`.
 """
@@ -53,6 +56,36 @@ def pair_argument(value: str, base: Path) -> str:
     if not sep or not uri or not name or "/" in name or name != name.strip():
         raise ValueError(f"pairs entry {value!r} must be '<pairs.csv>:<task>', e.g. 'matches.csv:labelled'")
     return f"{storage.resolve(uri, base)}:{name}"
+
+
+def training_settings(params: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The TrainingConfig fields a run trains with: the training_config YAML's, then the epochs and seed params.
+
+    Validated here, so a bad file or field fails in prepare_training, naming the file, before any Batch job starts.
+    """
+    from pydantic import ValidationError
+
+    from pss_ops.learning.train import TrainingConfig
+
+    source = params.get("training_config")
+    settings: dict[str, Any] = {}
+    if source:
+        import yaml
+
+        uri = storage.resolve(str(source), base)
+        settings = yaml.safe_load(storage.read_text(uri)) or {}
+        if not isinstance(settings, dict):
+            raise ValueError(f"training config {uri} must be a YAML mapping of TrainingConfig fields")
+    else:
+        uri = "params"
+    if params.get("epochs") is not None:
+        settings["epochs"] = int(params["epochs"])
+    settings["seed"] = int(params.get("seed") or 0)
+    try:
+        TrainingConfig.model_validate(settings)
+    except ValidationError as error:
+        raise ValueError(f"training config {uri}: {error}") from error
+    return settings
 
 
 def _metric_lines(compound: dict[str, Any], model: dict[str, Any], indent: str) -> list[str]:
@@ -144,7 +177,19 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
                 0.3, type="number", exclusiveMinimum=0, maximum=0.9, description="Fraction of query items held out for evaluation."
             ),
             "seed": Param(0, type="integer", minimum=0, description="Seed of the split, negative mining and training."),
-            "epochs": Param(30, type="integer", minimum=1, description="Maximum training epochs (early stopping may end sooner)."),
+            "training_config": Param(
+                None,
+                type=["null", "string"],
+                title="Training config",
+                description="YAML of TrainingConfig fields, e.g. examples/training/siamese.yaml; relative to the config file. "
+                "Empty: library defaults (the paper's 4 x 256).",
+            ),
+            "epochs": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Maximum training epochs (early stopping may end sooner); empty: the training config's.",
+            ),
         },
     ) as dag:
 
@@ -166,13 +211,13 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
             if not catalog_uri:
                 raise ValueError(f"config {config_path} sets no catalog_uri")
             registry = storage.resolve(params.get("registry_uri") or default_registry or "", config_dir)
-            configure_s3(registry, *pairs)
+            configure_s3(registry, *pairs, str(params.get("training_config") or ""))
+            training = training_settings(params, config_dir)
             # Models are trained on the compound embedding, also when a model is already promoted.
             frozen = load_config(config_path).model_copy(update={"embedding_model": None})
             run_uri = storage.join(runs_root, config.application, "training", safe_run_id(str(run_id)))
             config_uri = storage.join(run_uri, "config.yaml")
             storage.write_text(config_uri, dump_config(frozen))
-            training: dict[str, Any] = {"epochs": int(params.get("epochs", 30)), "seed": int(params.get("seed", 0))}
             if device:
                 training["device"] = device
             training_uri = storage.join(run_uri, "training.yaml")

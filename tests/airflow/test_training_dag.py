@@ -77,7 +77,7 @@ def test_params_schema_and_defaults(dag: Any) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
     params = dag.params
-    assert set(params.keys()) == {"pairs", "registry_uri", "holdout", "seed", "epochs"}
+    assert set(params.keys()) == {"pairs", "registry_uri", "holdout", "seed", "epochs", "training_config"}
     pairs = params.get_param("pairs").schema
     assert (pairs["type"], pairs["minItems"], pairs["items"]["type"]) == ("array", 1, "string")
     # No runs root is configured by default, so the registry has no default either; pairs must be given.
@@ -86,7 +86,14 @@ def test_params_schema_and_defaults(dag: Any) -> None:
     good = copy.deepcopy(params)
     good["pairs"] = [PAIRS]
     good["registry_uri"] = "/models"
-    assert good.validate() == {"pairs": [PAIRS], "registry_uri": "/models", "holdout": 0.3, "seed": 0, "epochs": 30}
+    assert good.validate() == {
+        "pairs": [PAIRS],
+        "registry_uri": "/models",
+        "holdout": 0.3,
+        "seed": 0,
+        "epochs": None,
+        "training_config": None,
+    }
 
 
 def test_registry_defaults_to_models_under_the_runs_root(small_config: AppConfig, tmp_path: Path) -> None:
@@ -108,6 +115,9 @@ def test_registry_defaults_to_models_under_the_runs_root(small_config: AppConfig
         ("holdout", 0.9),
         ("seed", 7),
         ("epochs", 1),
+        ("epochs", None),
+        ("training_config", "training/siamese.yaml"),
+        ("training_config", None),
         ("registry_uri", "s3://bucket/models"),
     ],
 )
@@ -132,6 +142,7 @@ def test_params_accept_good_values(dag: Any, name: str, value: Any) -> None:
         ("seed", -1),
         ("seed", 1.5),
         ("epochs", 0),
+        ("training_config", 3),
         ("registry_uri", ""),
     ],
 )
@@ -143,6 +154,24 @@ def test_params_reject_bad_values(dag: Any, name: str, value: Any) -> None:
         params.get_param(name).resolve(value)
     with pytest.raises(ParamValidationError, match=name):
         params[name] = value
+
+
+def test_training_settings_merge_the_yaml_with_the_params_and_name_a_bad_file(tmp_path: Path) -> None:
+    from pss_airflow.train_dag import training_settings
+
+    recipe = yaml.safe_load((ROOT / "examples" / "training" / "siamese.yaml").read_text())
+    relative = {"training_config": "training/siamese.yaml", "epochs": 5, "seed": 2}
+    assert training_settings(relative, ROOT / "examples") == {**recipe, "epochs": 5, "seed": 2}
+    assert training_settings({"training_config": None, "epochs": None, "seed": 0}, tmp_path) == {"seed": 0}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("widths: [256]\nwidht: 3\n")
+    with pytest.raises(ValueError, match=r"(?s)bad\.yaml.*widht"):
+        training_settings({"training_config": str(bad)}, tmp_path)
+    bad.write_text("- 256\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml must be a YAML mapping"):
+        training_settings({"training_config": str(bad)}, tmp_path)
+    with pytest.raises(FileNotFoundError):
+        training_settings({"training_config": "missing.yaml"}, tmp_path)
 
 
 def test_pair_arguments_are_resolved_against_the_config_directory(tmp_path: Path) -> None:
@@ -235,6 +264,25 @@ def test_training_dag_trains_and_registers_a_model_without_promoting_it(
     assert report_ti.state == "success"
     assert {p.name: p.read_bytes() for p in (tmp_path / "configs").iterdir()} == configs
     assert load_config(tmp_path / "configs" / "near_identical_train.yaml").embedding_model is None
+
+
+def test_training_dag_trains_the_shipped_recipe_from_a_training_config(
+    airflow_db: None, ag_subset: Subset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    dag = load_dag(_lexical_config(ag_subset), tmp_path, monkeypatch, dag_id="pss_train_near_identical_train", runs_uri=runs)
+    recipe_path = ROOT / "examples" / "training" / "siamese.yaml"
+    conf = {"pairs": [f"{ag_subset.matches_path}:labelled"], "training_config": str(recipe_path), "epochs": 2, "seed": 1}
+    assert dag.test(run_conf=conf).state == "success"
+
+    (report_path,) = (runs / "near_identical_train" / "training").glob("*/train/report.json")
+    recipe = yaml.safe_load(recipe_path.read_text())
+    # The run directory keeps the exact settings trained with: the recipe, with the params' epochs and seed.
+    assert yaml.safe_load((report_path.parent.parent / "training.yaml").read_text()) == {**recipe, "epochs": 2, "seed": 1}
+    report = storage.read_json(str(report_path))
+    assert report["training_config"]["widths"] == [256] and report["training_config"]["skip_weight"] == 1.0
+    assert report["training"]["epochs_run"] <= 2
+    assert set(report["training"]["pair_counts"]) == {"labelled", "part_numbers"}
 
 
 def test_training_dag_fails_without_pairs(airflow_db: None, ag_subset: Subset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

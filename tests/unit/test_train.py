@@ -230,3 +230,4 @@ def test_example_training_config_is_valid_and_is_the_shipped_recipe() -> None:
     path = DATA.parents[1] / "examples" / "training" / "siamese.yaml"
     config = TrainingConfig.model_validate(yaml.safe_load(path.read_text()))
     assert config.widths == (256,) and config.skip_weight == 1.0 and config.learn_feature_weights
+    assert config.part_number_negatives == 1
