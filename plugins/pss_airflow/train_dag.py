@@ -34,8 +34,8 @@ prepare_training → train (`pss step train`) → report
   Relative local paths are relative to the config file's directory.
 * **registry_uri**: where the model is saved (default `<runs root>/models`).
 * **holdout**: fraction of each task's query items held out for the comparison.
-* **training_config**: a YAML of `TrainingConfig` fields, such as `examples/training/siamese.yaml` (the recipe
-  BENCHMARKS.md measures); relative to the config file's directory. Empty: the library defaults (the paper's 4 × 256).
+* **training_config**: a YAML of `TrainingConfig` fields, relative to the config file's directory: for the example
+  configs, `training/siamese.yaml` is the recipe BENCHMARKS.md measures. Empty: the library defaults (the paper's 4 × 256).
   It is validated before training and frozen into the run directory.
 * **seed**, **epochs**: override the training YAML's (epochs empty: the YAML's, else the library default).
 
@@ -181,8 +181,8 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
                 None,
                 type=["null", "string"],
                 title="Training config",
-                description="YAML of TrainingConfig fields, e.g. examples/training/siamese.yaml; relative to the config file. "
-                "Empty: library defaults (the paper's 4 x 256).",
+                description="YAML of TrainingConfig fields, relative to the config file (for the example configs: "
+                "training/siamese.yaml, the benchmarked recipe). Empty: library defaults (the paper's 4 x 256).",
             ),
             "epochs": Param(
                 None,
