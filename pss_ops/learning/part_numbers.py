@@ -46,26 +46,29 @@ def part_number_negatives(
     missing = [f for f in fields if f not in catalog.columns]
     if missing:
         raise KeyError(f"part-number negatives read field(s) {missing} that the catalog lacks; it has {list(catalog.columns)}")
-    rows_by_id = catalog.drop_duplicates("item_id").set_index("item_id", drop=False)
-    unknown = [item for item in item_ids if item not in rows_by_id.index]
+    rows = catalog.drop_duplicates("item_id").reset_index(drop=True)
+    position = {item: i for i, item in enumerate(rows["item_id"])}
+    unknown = [item for item in item_ids if item not in position]
     if unknown:
         raise KeyError(f"{len(unknown)} item id(s) are not in the catalog, e.g. {unknown[:3]}")
+    # Plain lists for the scan: it visits every item, and only the ~10% with a part number need their whole row.
+    texts = {field: rows[field].tolist() for field in fields}
     rng = np.random.default_rng(seed)
     copies: list[dict[str, object]] = []
     pairs: list[tuple[str, str, int]] = []
     for item in dict.fromkeys(item_ids):
-        row = rows_by_id.loc[item]
-        found = [(field, m) for field in fields if isinstance(row[field], str) for m in part_numbers(row[field])]
+        i = position[item]
+        found = [(field, m) for field in fields if isinstance(texts[field][i], str) for m in part_numbers(texts[field][i])]
         for k in range(per_item if found else 0):
             field, match = found[rng.integers(len(found))]
-            digits = [match.start() + i for i, c in enumerate(match.group()) if c.isdecimal()]
+            digits = [match.start() + j for j, c in enumerate(match.group()) if c.isdecimal()]
             at = digits[rng.integers(len(digits))]
-            text: str = row[field]
+            text: str = texts[field][i]
             changed = str((int(text[at]) + int(rng.integers(1, 10))) % 10)
-            copy = row.to_dict()
+            copy = rows.iloc[i].to_dict()
             copy[field] = text[:at] + changed + text[at + 1 :]
             copy["item_id"] = f"{ID_PREFIX}:{k}:{item}"
-            if copy["item_id"] in rows_by_id.index:
+            if copy["item_id"] in position:
                 raise ValueError(f"catalog item id {copy['item_id']!r} collides with a synthetic part-number copy's id")
             copies.append(copy)
             pairs.append((item, copy["item_id"], 0))
