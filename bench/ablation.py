@@ -36,7 +36,7 @@ from pss_ops.features.compound import compound_vectors
 from pss_ops.learning.pairs import PairSet, component_folds, group_pairs, hard_negatives, random_negatives
 from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, prepare_training_data, with_part_number_negatives
 from pss_ops.learning.train import TrainingConfig, train_siamese
-from pss_ops.metrics import recall_at_precision
+from pss_ops.quality.metrics import recall_at_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 WDC_FOLDS = 3

@@ -4,7 +4,7 @@ All in one run, on the same n real titles (Amazon–Google catalog + WDC compute
   st_encode          plain `SentenceTransformer.encode(titles)`, all defaults (batch 32, torch's own threads):
                      the baseline every speedup and cosine is measured against
   st_encode_threads  the same encode with torch set to our thread count, so the thread share of the gain shows
-  ours_onnx          pss_ops.features.text.encode_texts as the pipeline runs it (ONNX Runtime, the default)
+  ours_onnx          pss_ops.features.text.encode.encode_texts as the pipeline runs it (ONNX Runtime, the default)
   ours_torch         the same path on torch (PSS_TEXT_RUNTIME=torch)
   tried_*            variants measured and not kept (int8 quantisation), kept here as the evidence
 Load/export time is excluded from titles/s (each variant is warmed on 64 titles first) and reported apart.
@@ -39,14 +39,8 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pss_ops.features.text import (  # noqa: E402
-    default_threads,
-    encode_texts,
-    length_sorted_batches,
-    load_text_model,
-    load_tokenizer,
-    mean_pool,
-)
+from pss_ops.features.text.encode import default_threads, encode_texts, length_sorted_batches, mean_pool  # noqa: E402
+from pss_ops.features.text.model import load_text_model, load_tokenizer  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 TITLE_SOURCES = (ROOT / "data" / "amazon_google" / "catalog.csv", ROOT / "data" / "wdc_computers" / "products.csv")
@@ -119,7 +113,7 @@ def tried_ort_int8(threads: int, batch_size: int) -> Encoder:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from pss_ops.features.text_onnx import cached_onnx
+    from pss_ops.features.text.onnx import cached_onnx
 
     source = cached_onnx(MODEL)
     folder = Path(tempfile.mkdtemp(prefix="pss-bench-int8-"))
@@ -242,9 +236,9 @@ def catalog_partition(titles: list[str], folder: Path) -> Any:
 
 def step_rows(titles: list[str], work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Warm lookup throughput per backend, and the embed step cold then warm per backend."""
-    from pss_ops.cache import SQLiteEmbeddingCache
-    from pss_ops.cache_dynamodb import DynamoDBEmbeddingCache, create_table
     from pss_ops.config import load_config
+    from pss_ops.features.cache.dynamodb import DynamoDBEmbeddingCache, create_table
+    from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
     from pss_ops.features.compound import content_hashes, input_columns
     from pss_ops.steps.embed import embed_partition
     from pss_ops.steps.plan import make_context

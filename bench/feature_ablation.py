@@ -22,8 +22,8 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from pss_ops.config import CharNgramFeature, TextEmbeddingFeature, load_config
-from pss_ops.evaluate import candidate_recall, load_truth
-from pss_ops.runner import run_pipeline
+from pss_ops.orchestration.run import run_pipeline
+from pss_ops.quality.evaluate import candidate_recall, load_truth
 from pss_ops.storage import read_parquet
 
 

@@ -130,7 +130,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
             "recall": recall(found, np.load(work / "exact_kth.npy"), args.k),
         }
 
-    import pss_ops.index_tuning  # noqa: F401  (imported before the clock starts, as faiss is for the monolithic run)
+    import pss_ops.search.tuning  # noqa: F401  (imported before the clock starts, as faiss is for the monolithic run)
     from pss_ops import layout, storage
     from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, RunContext
     from pss_ops.steps.build_index import build_index

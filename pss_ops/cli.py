@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pss_ops import layout, storage
-from pss_ops.cache import open_cache
-from pss_ops.catalog import CatalogError
+from pss_ops.catalog.validate import CatalogError
 from pss_ops.config import ConfigError, load_config, with_k
+from pss_ops.features.cache.backends import open_cache
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 
 log = logging.getLogger("pss")
@@ -75,7 +75,7 @@ def _print_summary(summary: dict[str, Any], outputs: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pss_ops.runner import run_pipeline
+    from pss_ops.orchestration.run import run_pipeline
 
     config = with_k(load_config(args.config), args.k)
     catalog = args.catalog or config.catalog_uri
@@ -111,7 +111,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     from pss_ops.steps import build_index, embed, plan, plan_index, post_filter, publish, query, report
 
     if args.step == "plan":
-        from pss_ops.runner import new_run_id
+        from pss_ops.orchestration.run import new_run_id
 
         config = with_k(load_config(args.config), args.k)
         cache_uri = args.cache_uri or config.cache.uri
@@ -195,7 +195,7 @@ def _json_ready(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pss_ops.evaluate import evaluate, evaluate_verification, format_table
+    from pss_ops.quality.evaluate import evaluate, evaluate_verification, format_table
 
     ranking = args.pairs is not None or args.truth is not None
     verification = args.labelled is not None or args.run_uri is not None
@@ -247,7 +247,7 @@ def _train(args: argparse.Namespace, report_uri: str) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pss_ops.evaluate import format_table
+    from pss_ops.quality.evaluate import format_table
 
     report = _train(args, storage.join(args.out, "train_report.json"))
     flat = {"model_id": report["model_id"]}

@@ -130,7 +130,7 @@ class Run(NamedTuple):
 @pytest.fixture(scope="session")
 def ag_run(tmp_path_factory: pytest.TempPathFactory, ag_subset: Subset, small_config: AppConfig, shared_cache_path: Path) -> Run:
     """The pipeline run once, cold, on the subset; its cache is shared by later runs."""
-    from pss_ops.runner import run_pipeline
+    from pss_ops.orchestration.run import run_pipeline
 
     assert not shared_cache_path.exists(), "ag_run must be the first run to use the shared cache"
     out_dir = tmp_path_factory.mktemp("ag_run")

@@ -95,7 +95,7 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
         def prepare_run(params: dict[str, Any] | None = None, run_id: str | None = None, **context: Any) -> dict[str, Any]:
             """Freeze the config into the run directory and build the plan command's arguments."""
             from pss_ops import storage
-            from pss_ops.run_request import prepare_run as prepare
+            from pss_ops.orchestration.request import prepare_run as prepare
 
             params = params or {}
             if uses_aws:
@@ -120,7 +120,7 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
         @task
         def chunks(run_uri: str, kind: str) -> list[dict[str, int]]:
             """Partitions of the plan (catalog) or index plan (index) in chunks: one mapped task each."""
-            from pss_ops.fanout import chunk_partitions, partition_count
+            from pss_ops.orchestration.fanout import chunk_partitions, partition_count
 
             if uses_aws:
                 from pss_airflow.hooks.pss_aws import PssAwsHook

@@ -200,7 +200,7 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
 
             from pss_ops import storage
             from pss_ops.config import dump_config
-            from pss_ops.run_request import safe_run_id
+            from pss_ops.orchestration.request import safe_run_id
 
             params = params or {}
             pairs = [pair_argument(p, config_dir) for p in params.get("pairs") or []]

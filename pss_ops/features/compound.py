@@ -11,7 +11,7 @@ import pandas as pd
 
 from pss_ops.config import AppConfig, CharNgramFeature, ModelTokenFeature, PrecomputedVectorFeature, TextEmbeddingFeature
 from pss_ops.features.lexical import char_ngram_vectors, model_token_vectors
-from pss_ops.features.text import encode_texts
+from pss_ops.features.text.encode import encode_texts
 
 
 def feature_text(frame: pd.DataFrame, fields: tuple[str, ...], max_chars: int | None = None) -> list[str]:

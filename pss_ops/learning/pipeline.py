@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pss_ops import storage
-from pss_ops.catalog import read_catalog, validate_catalog
+from pss_ops.catalog.validate import read_catalog, validate_catalog
 from pss_ops.config import AppConfig
 from pss_ops.features.compound import compound_vectors, input_columns
 from pss_ops.learning import part_numbers
@@ -28,7 +28,7 @@ from pss_ops.learning.pairs import (
 )
 from pss_ops.learning.registry import save_model
 from pss_ops.learning.train import TrainingConfig, model_spec, train_siamese
-from pss_ops.metrics import recall_at_precision
+from pss_ops.quality.metrics import recall_at_precision
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)

@@ -64,7 +64,7 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
 def _calibrate(ctx: RunContext, partition: IndexPartition, index: faiss.IndexHNSWFlat, vectors: np.ndarray, start_ef: int) -> EfCalibration:
     """efSearch for this partition measured on the index just built, searched as the query step searches it."""
     # Imported here: only tuned runs calibrate, as only they tune.
-    from pss_ops.index_tuning import calibrate_ef_search
+    from pss_ops.search.tuning import calibrate_ef_search
     from pss_ops.steps.query import candidates_per_query
 
     tuning = ctx.config.index.tuning

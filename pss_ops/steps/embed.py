@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from pss_ops import layout, storage
-from pss_ops.cache import EmbeddingCache
+from pss_ops.features.cache.base import EmbeddingCache
 from pss_ops.features.compound import content_hashes, input_columns, item_vectors
 from pss_ops.manifests import CatalogPartition, EmbeddedPartition, RunContext
 from pss_ops.timing import timed

@@ -7,11 +7,12 @@ import logging
 
 import pyarrow as pa
 
-from pss_ops import catalog, layout, storage
-from pss_ops.catalog import CatalogValidator, RejectsWriter, check_reject_fraction, open_catalog
+from pss_ops import layout, storage
+from pss_ops.catalog.partition import ScopePartitioner
+from pss_ops.catalog.source import BATCH_ROWS
+from pss_ops.catalog.validate import CatalogValidator, RejectsWriter, check_reject_fraction, open_catalog
 from pss_ops.config import AppConfig
 from pss_ops.manifests import CatalogPartition, CatalogPlan, RunContext
-from pss_ops.scope_partitions import ScopePartitioner
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def plan(ctx: RunContext) -> CatalogPlan:
     with timed("plan") as timer:
         storage.write_json(layout.context(ctx.run_uri), ctx.model_dump(mode="json"))
         source = open_catalog(ctx.catalog_uri)
-        validator = CatalogValidator(source, config, categories=ctx.categories, batch_rows=catalog.BATCH_ROWS)
+        validator = CatalogValidator(source, config, categories=ctx.categories, batch_rows=BATCH_ROWS)
         rejects_uri = layout.rejects(ctx.run_uri)
         partitions_uri = storage.join(ctx.run_uri, "plan", "partitions")
         with storage.scratch_dir(partitions_uri) as scratch:
@@ -64,7 +65,7 @@ def plan(ctx: RunContext) -> CatalogPlan:
                 partition_size=config.catalog.partition_size,
             )
             with RejectsWriter(rejects_uri) as rejects:
-                for batch in source.batches(batch_rows=catalog.BATCH_ROWS):
+                for batch in source.batches(batch_rows=BATCH_ROWS):
                     accepted, rejected = validator.validate(batch)
                     rejects.write(rejected)
                     partitioner.add(accepted)

@@ -37,7 +37,7 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
 def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTuningConfig) -> IndexTuning:
     """Measure HNSW settings on a sample of the largest scope and return the choice."""
     # Imported here: faiss and the query step are loaded only by runs that tune.
-    from pss_ops.index_tuning import sample_scope, tune_index
+    from pss_ops.search.tuning import sample_scope, tune_index
     from pss_ops.steps.query import candidates_per_query
 
     scope, scope_rows, sample = sample_scope(embedded, tuning.sample_rows, tuning.seed)

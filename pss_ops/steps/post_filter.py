@@ -14,7 +14,7 @@ from pss_ops import layout, storage
 from pss_ops.config import PostFilterConfig
 from pss_ops.manifests import FilteredPartition, QueriedPartition, RunContext
 from pss_ops.timing import timed
-from pss_ops.warehouse import SIMILAR_ITEMS_COLUMNS
+from pss_ops.warehouse.publish import SIMILAR_ITEMS_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from pss_ops import layout, storage
 from pss_ops.manifests import CatalogPlan, FilteredPartition, PublishResult, RunContext
 from pss_ops.timing import timed
-from pss_ops.warehouse import publish_similar_items, redact_url
+from pss_ops.warehouse.publish import publish_similar_items, redact_url
 
 log = logging.getLogger(__name__)
 

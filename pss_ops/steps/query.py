@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from pss_ops import layout, storage
 from pss_ops.manifests import BuiltIndex, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
-from pss_ops.merge import merge_topk, pack_ids, unpack_ids
+from pss_ops.search.merge import merge_topk, pack_ids, unpack_ids
 from pss_ops.steps.build_index import load_index
 from pss_ops.steps.embed import read_vectors
 from pss_ops.steps.post_filter import filter_mask

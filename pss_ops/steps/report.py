@@ -16,7 +16,7 @@ from pss_ops.manifests import (
     QueriedPartition,
     RunContext,
 )
-from pss_ops.quality import sampled_recall
+from pss_ops.quality.search_recall import sampled_recall
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from pss_ops.config import AppConfig, ConfigError, load_config, with_k
-from pss_ops.fanout import MAX_ARRAY_SIZE, MAX_MAPPED_TASKS, chunk_partitions, job_name
-from pss_ops.local_executor import StepFailedError, run_commands
-from pss_ops.run_request import prepare_run, safe_run_id
+from pss_ops.orchestration.fanout import MAX_ARRAY_SIZE, MAX_MAPPED_TASKS, chunk_partitions, job_name
+from pss_ops.orchestration.local import StepFailedError, run_commands
+from pss_ops.orchestration.request import prepare_run, safe_run_id
 from tests.conftest import write_config
 
 RUN = "s3://pss-bucket/runs/near_identical/2024-05-01/scheduled__2024-05-01T00_00_00_00_00"
@@ -171,15 +171,15 @@ def test_batch_publish_without_connection_uses_default_url(batch_client: _BatchC
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """run_commands as the operator calls it (it imports it from pss_ops.local_executor at execute time)."""
-    import pss_ops.local_executor
+    """run_commands as the operator calls it (it imports it from pss_ops.orchestration.local at execute time)."""
+    import pss_ops.orchestration.local
 
     calls: list[dict[str, Any]] = []
 
     def record(commands: Any, *, max_parallel: int, env: Any = None) -> None:
         calls.append({"commands": [list(c) for c in commands], "max_parallel": max_parallel, "env": dict(env or {})})
 
-    monkeypatch.setattr(pss_ops.local_executor, "run_commands", record)
+    monkeypatch.setattr(pss_ops.orchestration.local, "run_commands", record)
     monkeypatch.delenv("AIRFLOW_CONN_PSS_WAREHOUSE", raising=False)
     return calls
 

@@ -66,7 +66,7 @@ def test_task_graph_is_prepare_train_report(dag: Any) -> None:
 def test_train_is_one_unpartitioned_step() -> None:
     from pss_airflow.operators.pss_step import _partitions
 
-    from pss_ops.fanout import PARTITIONED_STEPS, SINGLE_STEPS, step_arguments
+    from pss_ops.orchestration.fanout import PARTITIONED_STEPS, SINGLE_STEPS, step_arguments
 
     assert "train" in SINGLE_STEPS and "train" not in PARTITIONED_STEPS
     assert _partitions("train", None) == (None, 1)

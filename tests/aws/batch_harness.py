@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pss_ops.local_executor import pss_command
+from pss_ops.orchestration.local import pss_command
 
 
 @dataclass

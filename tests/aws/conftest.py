@@ -13,7 +13,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from pss_ops import storage
-from pss_ops.cache_dynamodb import create_table
+from pss_ops.features.cache.dynamodb import create_table
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -87,7 +87,7 @@ def dynamodb(aws_client: Callable[[str], Any]) -> Any:
 
 @pytest.fixture
 def cache_table(dynamodb: Any) -> Iterator[str]:
-    """Name of a fresh embedding-cache table (pss_ops.cache_dynamodb.create_table: pk + TTL), deleted afterwards."""
+    """Name of a fresh embedding-cache table (pss_ops.features.cache.dynamodb.create_table: pk + TTL), deleted afterwards."""
     name = unique_name("pss-cache")
     create_table(dynamodb, name)
     try:

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 
 from pss_ops import storage
-from pss_ops.cache import open_cache
-from pss_ops.cache_dynamodb import (
+from pss_ops.config import parse_config
+from pss_ops.features.cache.backends import open_cache
+from pss_ops.features.cache.dynamodb import (
     GET_BATCH,
     TTL_ATTRIBUTE,
     WRITE_BATCH,
     CacheThrottledError,
     DynamoDBEmbeddingCache,
 )
-from pss_ops.config import parse_config
 from pss_ops.features.compound import content_hashes
 from pss_ops.features.lexical import char_ngram_vectors
 from pss_ops.steps.embed import embed_partition, read_vectors
@@ -178,7 +178,7 @@ def test_created_table_has_pk_on_demand_billing_and_ttl(dynamodb: Any, cache_tab
 
 
 def test_create_table_is_idempotent(dynamodb: Any, cache_table: str) -> None:
-    from pss_ops.cache_dynamodb import create_table
+    from pss_ops.features.cache.dynamodb import create_table
 
     cache = DynamoDBEmbeddingCache(dynamodb, cache_table)
     entries = real_entries(3)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from pss_ops import layout, storage
 from pss_ops.config import AppConfig, BatchConfig, BatchStepResources
-from pss_ops.runner import run_pipeline
+from pss_ops.orchestration.run import run_pipeline
 from tests.airflow.conftest import load_dag
 from tests.aws.batch_harness import BatchHarness
 from tests.aws.conftest import CREDENTIALS, REGION, S3Bucket, unique_name

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pss_ops.cache import SQLiteEmbeddingCache
 from pss_ops.config import AppConfig, parse_config
+from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 from pss_ops.features.compound import compound_vectors
 from pss_ops.learning.model import ModelSpec, SiameseNet
 from pss_ops.learning.registry import save_model
-from pss_ops.runner import run_pipeline
+from pss_ops.orchestration.run import run_pipeline
 from pss_ops.steps.embed import read_vectors
 from tests.conftest import SNAPSHOT, Subset
 

@@ -17,21 +17,22 @@ import pytest
 import sqlalchemy as sa
 
 from pss_ops import layout, storage
-from pss_ops.cache import SQLiteEmbeddingCache, open_cache
-from pss_ops.catalog import RejectThresholdError
+from pss_ops.catalog.validate import RejectThresholdError
 from pss_ops.cli import ARRAY_INDEX_ENV, WAREHOUSE_ENV, main
 from pss_ops.config import AppConfig
-from pss_ops.evaluate import evaluate
+from pss_ops.features.cache.backends import open_cache
+from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 from pss_ops.features.compound import content_hashes
 from pss_ops.manifests import BuiltIndex, CatalogPlan, EmbeddedPartition, IndexPlan, RunContext
-from pss_ops.runner import run_pipeline
+from pss_ops.orchestration.run import run_pipeline
+from pss_ops.quality.evaluate import evaluate
 from pss_ops.steps.build_index import build_index, load_index
 from pss_ops.steps.embed import embed_partition, read_vectors
 from pss_ops.steps.plan import make_context, plan
 from pss_ops.steps.plan_index import plan_index
 from pss_ops.steps.publish import publish
 from pss_ops.steps.query import query_partition
-from pss_ops.warehouse import SIMILAR_ITEMS_COLUMNS
+from pss_ops.warehouse.publish import SIMILAR_ITEMS_COLUMNS
 from tests.conftest import SNAPSHOT, Run, Subset, with_cache, write_config
 
 PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -11,7 +11,7 @@ import yaml
 from pss_ops.cli import main
 from pss_ops.config import load_config, parse_config
 from pss_ops.learning.registry import list_models, load_model
-from pss_ops.runner import run_pipeline
+from pss_ops.orchestration.run import run_pipeline
 from tests.conftest import SNAPSHOT, Subset
 
 CONFIG = {

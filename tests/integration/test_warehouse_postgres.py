@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from pss_ops.warehouse import SIMILAR_ITEMS_COLUMNS, PublishStats, publish_similar_items
+from pss_ops.warehouse.publish import SIMILAR_ITEMS_COLUMNS, PublishStats, publish_similar_items
 
 pytestmark = pytest.mark.postgres
 

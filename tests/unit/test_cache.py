@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pss_ops.cache import SQLiteEmbeddingCache, open_cache
+from pss_ops.features.cache.backends import open_cache
+from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 
 MODEL = "compound-0123456789abcdef"
 OTHER_MODEL = "compound-fedcba9876543210"

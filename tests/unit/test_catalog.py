@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pss_ops.catalog import CatalogError, CatalogLoad, RejectThresholdError, check_reject_fraction, read_catalog, validate_catalog
+from pss_ops.catalog.validate import CatalogError, CatalogLoad, RejectThresholdError, check_reject_fraction, read_catalog, validate_catalog
 from pss_ops.config import AppConfig, parse_config
 
 CATALOG_CSV = Path(__file__).resolve().parents[2] / "data" / "amazon_google" / "catalog.csv"

@@ -14,8 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pss_ops import catalog, catalog_source, layout, scope_partitions, storage
-from pss_ops.catalog_vectors import OK, parse_vectors, problems, python_vector
+from pss_ops import layout, storage
+from pss_ops.catalog import partition as scope_partitions
+from pss_ops.catalog import source as catalog_source
+from pss_ops.catalog import validate as catalog
+from pss_ops.catalog.vectors import OK, parse_vectors, problems, python_vector
 from pss_ops.config import AppConfig, parse_config
 from pss_ops.manifests import CatalogPlan
 from pss_ops.steps.plan import make_context, plan
@@ -232,7 +235,7 @@ ODD_CELLS = [
 
 def reference_code(cell: str | None, expected: int, required: bool) -> tuple[int, np.ndarray | None]:
     """The per-cell rule (the pre-streaming validator's), one cell at a time."""
-    from pss_ops import catalog_vectors as cv
+    from pss_ops.catalog import vectors as cv
 
     if cell is None or not cell.strip():
         return (cv.MISSING if required else OK), None

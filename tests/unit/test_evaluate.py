@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pss_ops import storage
-from pss_ops.evaluate import candidate_recall, evaluate, load_truth
+from pss_ops.quality.evaluate import candidate_recall, evaluate, load_truth
 
 # Real Amazon-Google ids (data/amazon_google/matches.csv style).
 A1, A2, A3, A4, A5 = "amazon:b000jz4hqo", "amazon:b0006zf55o", "amazon:b00004tkvy", "amazon:b000g80lqo", "amazon:b0006se5bq"

@@ -14,15 +14,6 @@ import pytest
 from bench.synthetic import clustered_vectors
 from pss_ops import layout, storage
 from pss_ops.config import ConfigError, IndexTuningConfig, parse_config, parse_memory
-from pss_ops.index_tuning import (
-    BUILD_CHOICES,
-    calibrate_ef_search,
-    hnsw_bytes,
-    max_partition_rows,
-    partition_peak_bytes,
-    recall_at_k,
-    tune_index,
-)
 from pss_ops.manifests import (
     BuiltIndex,
     CatalogPartition,
@@ -33,7 +24,16 @@ from pss_ops.manifests import (
     QueriedPartition,
     RowSlice,
 )
-from pss_ops.runner import run_pipeline
+from pss_ops.orchestration.run import run_pipeline
+from pss_ops.search.tuning import (
+    BUILD_CHOICES,
+    calibrate_ef_search,
+    hnsw_bytes,
+    max_partition_rows,
+    partition_peak_bytes,
+    recall_at_k,
+    tune_index,
+)
 from pss_ops.steps.build_index import build_index, load_index
 from pss_ops.steps.plan import make_context
 from pss_ops.steps.plan_index import plan_index

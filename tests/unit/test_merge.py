@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pss_ops.features.lexical import char_ngram_vectors
-from pss_ops.merge import PARTITION_SHIFT, merge_topk, pack_ids, unpack_ids
+from pss_ops.search.merge import PARTITION_SHIFT, merge_topk, pack_ids, unpack_ids
 
 CATALOG_CSV = Path(__file__).resolve().parents[2] / "data" / "amazon_google" / "catalog.csv"
 

@@ -13,9 +13,9 @@ import pytest
 
 from pss_ops import layout, storage
 from pss_ops.cli import main
-from pss_ops.evaluate import format_table, ranking_report, run_vectors, verification_report
 from pss_ops.manifests import CatalogPartition, CatalogPlan
-from pss_ops.metrics import (
+from pss_ops.quality.evaluate import format_table, ranking_report, run_vectors, verification_report
+from pss_ops.quality.metrics import (
     QueryMean,
     average_precision_at_k,
     dcg_at_k,

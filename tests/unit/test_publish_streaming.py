@@ -11,12 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pss_ops import layout, storage, warehouse
+from pss_ops import layout, storage
 from pss_ops.config import parse_config
 from pss_ops.manifests import CatalogPartition, CatalogPlan, FilteredPartition, RunContext
 from pss_ops.steps import publish as publish_step
 from pss_ops.steps.plan import make_context
-from pss_ops.warehouse import SIMILAR_ITEMS_COLUMNS
+from pss_ops.warehouse import publish as warehouse
+from pss_ops.warehouse.publish import SIMILAR_ITEMS_COLUMNS
 
 DAY = dt.date(2024, 5, 1)
 PARTITIONS = 23

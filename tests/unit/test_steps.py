@@ -16,8 +16,9 @@ import pyarrow as pa
 import pytest
 
 from pss_ops import layout, storage
-from pss_ops.cache import SQLiteEmbeddingCache, open_cache
 from pss_ops.config import AppConfig, PostFilterConfig
+from pss_ops.features.cache.backends import open_cache
+from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 from pss_ops.manifests import (
     BuiltIndex,
     CatalogPlan,
@@ -36,7 +37,7 @@ from pss_ops.steps.post_filter import filter_mask, post_filter_partition, rank_t
 from pss_ops.steps.publish import publish
 from pss_ops.steps.query import query_partition
 from pss_ops.steps.report import report
-from pss_ops.warehouse import SIMILAR_ITEMS_COLUMNS
+from pss_ops.warehouse.publish import SIMILAR_ITEMS_COLUMNS
 from tests.conftest import SNAPSHOT, Subset
 
 TIE = 1e-5

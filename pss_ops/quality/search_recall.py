@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from pss_ops import storage
 from pss_ops.config import PostFilterConfig
 from pss_ops.manifests import EmbeddedPartition, FilteredPartition, QueriedPartition, RunContext
-from pss_ops.merge import merge_topk
+from pss_ops.search.merge import merge_topk
 from pss_ops.steps.embed import read_vectors
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pss_ops import storage
-from pss_ops.catalog_source import BATCH_ROWS, REQUIRED_COLUMNS, CatalogError, CatalogSource, open_catalog
-from pss_ops.catalog_vectors import OK, blank_mask, parse_vectors, problems, reason
+from pss_ops.catalog.source import BATCH_ROWS, REQUIRED_COLUMNS, CatalogError, CatalogSource, open_catalog
+from pss_ops.catalog.vectors import OK, blank_mask, parse_vectors, problems, reason
 from pss_ops.config import VECTOR_COLUMNS, AppConfig, PrecomputedVectorFeature
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pss_ops import layout, storage
-from pss_ops.cache import open_cache
 from pss_ops.config import AppConfig
+from pss_ops.features.cache.backends import open_cache
 from pss_ops.manifests import RunContext
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.embed import embed_partition
@@ -22,7 +22,7 @@ from pss_ops.steps.post_filter import post_filter_partition
 from pss_ops.steps.publish import publish
 from pss_ops.steps.query import query_partition
 from pss_ops.steps.report import report
-from pss_ops.warehouse import default_warehouse_url
+from pss_ops.warehouse.publish import default_warehouse_url
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pss_ops.cache import CacheKey, EmbeddingCache
+from pss_ops.features.cache.base import CacheKey, EmbeddingCache
 
 log = logging.getLogger(__name__)
 

@@ -1,38 +1,15 @@
-"""Embedding cache keyed by model id + item id + content hash (paper §4.1)."""
+"""Local SQLite backend of the embedding cache: float32 vectors as blobs, safe for parallel local workers."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-CacheKey = tuple[str, str]  # (item_id, content_hash)
-
-
-class EmbeddingCache(ABC):
-    """Backend-neutral cache: a hit needs the model id, the item id and the content hash to match."""
-
-    @abstractmethod
-    def get_many(self, model_id: str, keys: Sequence[CacheKey]) -> dict[CacheKey, np.ndarray]:
-        """Vectors for the keys found; absent keys are misses."""
-
-    @abstractmethod
-    def put_many(self, model_id: str, entries: Iterable[tuple[str, str, np.ndarray]]) -> None:
-        """Store (item_id, content_hash, vector) entries, replacing the item's older content."""
-
-    @abstractmethod
-    def delete_model(self, model_id: str) -> int:
-        """Drop every entry of a model (after the model is retired); returns how many."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook; backends without connections keep it
-        """Release connections."""
+from pss_ops.features.cache.base import CacheKey, EmbeddingCache
 
 
 class SQLiteEmbeddingCache(EmbeddingCache):
@@ -114,24 +91,3 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def open_cache(uri: str, *, dynamodb_client: object | None = None) -> EmbeddingCache:
-    """Open the backend a cache URI names: dynamodb://TABLE, sqlite:///path or a local path."""
-    if uri.startswith("dynamodb://"):
-        from pss_ops.cache_dynamodb import DynamoDBEmbeddingCache
-
-        table = uri[len("dynamodb://") :].strip("/")
-        if not table:
-            raise ValueError(f"embedding cache URI {uri!r} names no table; use dynamodb://TABLE")
-        if dynamodb_client is None:
-            import boto3
-
-            # Region, credentials and AWS_ENDPOINT_URL come from the environment the step runs in.
-            dynamodb_client = boto3.client("dynamodb")
-        return DynamoDBEmbeddingCache(dynamodb_client, table)
-    if uri.startswith("sqlite:///"):
-        uri = uri[len("sqlite:///") :]
-    if "://" in uri:
-        raise ValueError(f"unsupported embedding cache URI {uri!r}; use dynamodb://TABLE, sqlite:///path or a local path")
-    return SQLiteEmbeddingCache(uri)

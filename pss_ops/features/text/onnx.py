@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pss_ops.features.text.model import model_dir, offline
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ def cache_dir() -> Path:
 
 def export_key(model: str) -> str:
     """A content id of the export: model files, package, torch and exporter versions."""
-    from pss_ops.features.text import model_dir
-
     path = model_dir(model)
     spec = {
         "export": EXPORT_VERSION,
@@ -54,9 +53,7 @@ def export_key(model: str) -> str:
 
 def export_onnx(model: str) -> bytes:
     """Trace the transformer (token states out, pooling stays in numpy) to ONNX bytes with dynamic batch and length."""
-    from pss_ops.features.text import _offline, model_dir
-
-    _offline()
+    offline()
     import torch
     from transformers import AutoModel
 

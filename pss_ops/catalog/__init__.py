@@ -1,0 +1,1 @@
+"""The catalog contract: reading (source), validation and rejects (validate), vector columns (vectors), partitioning (partition)."""
