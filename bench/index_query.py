@@ -38,7 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TIE_TOLERANCE = 1e-5
+from pss_ops.quality.recall import recall_with_ties  # noqa: E402  (numpy only: nothing the timings would count)
+
 PIPELINE_STEPS = ("plan_index", "build_index", "query")
 TARGETS = {"recall_at_1m": 0.995, "pipeline_over_monolithic": 1.3, "brute_over_pipeline": 6.0, "time_exponent": 1.2}
 
@@ -46,10 +47,9 @@ TARGETS = {"recall_at_1m": 0.995, "pipeline_over_monolithic": 1.3, "brute_over_p
 # --- shared helpers ---------------------------------------------------------------------------------
 
 
-def recall(found_scores: list[np.ndarray], exact_kth: np.ndarray, k: int) -> float:
-    """Found top-k scores at least the exact k-th score (ties count), over k per query."""
-    hits = sum(int(np.sum(np.asarray(f)[:k] >= t - TIE_TOLERANCE)) for f, t in zip(found_scores, exact_kth))
-    return hits / (k * len(exact_kth))
+def recall(found_scores: list[np.ndarray], exact: np.ndarray, k: int) -> float:
+    """Recall@k of the found scores against each query's exact top-k scores, ties counted (the pipeline's definition)."""
+    return recall_with_ties([np.asarray(f)[:k] for f in found_scores], exact)
 
 
 def without_self(scores: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> list[np.ndarray]:
@@ -106,7 +106,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         scores, ids = flat.search(vectors[sample], args.k + 1)
         searched = time.perf_counter() - started - added
         exact = without_self(scores, ids, sample, args.k)
-        np.save(work / "exact_kth.npy", np.array([row[-1] for row in exact], dtype=np.float32))
+        np.save(work / "exact.npy", np.array(exact, dtype=np.float32))
         return {"seconds_sample": round(added + searched, 3), "seconds": round(added + searched * len(vectors) / len(sample), 3)}
 
     if args.worker == "monolithic":
@@ -127,7 +127,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "seconds": round(seconds, 3),
             "build_seconds": round(built, 3),
-            "recall": recall(found, np.load(work / "exact_kth.npy"), args.k),
+            "recall": recall(found, np.load(work / "exact.npy"), args.k),
         }
 
     import pss_ops.search.tuning  # noqa: F401  (imported before the clock starts, as faiss is for the monolithic run)
@@ -172,7 +172,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
             frame = frame[frame["query_item_id"].isin(wanted) & (frame["search_rank"] <= args.k)]
             scores.update(frame.groupby("query_item_id")["score"].apply(np.asarray).to_dict())
         found = [scores.get(f"i{row:09d}", np.zeros(0)) for row in sample]
-        return {"recall": recall(found, np.load(work / "exact_kth.npy"), args.k)}
+        return {"recall": recall(found, np.load(work / "exact.npy"), args.k)}
     else:
         raise ValueError(f"unknown worker {args.worker}")
     out["seconds"] = round(time.perf_counter() - started, 3)

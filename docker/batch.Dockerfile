@@ -44,12 +44,12 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY sql/ sql/
 COPY pss_ops/ pss_ops/
 RUN test -f pss_ops/sql/similar_items.sql \
- && test -f pss_ops/sql/views/similar_items_latest.postgresql.sql
+ && test -f pss_ops/sql/views/similar_items_latest.sql
 # No extras: the Batch image needs neither Airflow nor the dev tools.
 RUN pip install --constraint requirements.lock . \
  && cd / \
  && python -c "import importlib.resources as r; sql = r.files('pss_ops') / 'sql'; \
-assert (sql / 'similar_items.sql').is_file() and (sql / 'views' / 'similar_items_latest.postgresql.sql').is_file(), \
+assert (sql / 'similar_items.sql').is_file() and (sql / 'views' / 'similar_items_latest.sql').is_file(), \
 'pss_ops/sql is missing from the installed package'"
 
 # ---------------------------------------------------------------- runtime: the venv only, no compilers or sources

@@ -98,10 +98,10 @@ class IndexPartition(Manifest):
     scope: str
     rows: int
     slices: tuple[RowSlice, ...]
-    # The plan's parameters (the config's, or the tuner's choice); None in plans written before they were recorded.
-    hnsw_m: int | None = None
-    ef_construction: int | None = None
-    ef_search: int | None = None
+    # The plan's parameters: the config's, or the tuner's choice.
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
 
 
 class TuningTrial(Manifest):
@@ -185,9 +185,8 @@ class BuiltIndex(Manifest):
     hnsw_m: int
     ef_construction: int
     seconds: float
-    # The efSearch query uses: the plan's, or with index.tuning the one calibrated on this index;
-    # query falls back to the config's when None (older manifests).
-    ef_search: int | None = None
+    # The efSearch query uses: the plan's, or with index.tuning the one calibrated on this index.
+    ef_search: int
     # With index.tuning: recall@k measured on this index at ef_search, and how ef_search was found.
     measured_recall: float | None = None
     calibration: EfCalibration | None = None

@@ -11,6 +11,7 @@ import pandas as pd
 
 from pss_ops.config import AppConfig, CharNgramFeature, ModelTokenFeature, PrecomputedVectorFeature, TextEmbeddingFeature
 from pss_ops.features.lexical import char_ngram_vectors, model_token_vectors
+from pss_ops.features.normalise import l2_normalise
 from pss_ops.features.text.encode import encode_texts
 
 
@@ -47,11 +48,6 @@ def content_hashes(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
     return hashes
 
 
-def _normalise(block: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(block, axis=1, keepdims=True)
-    return np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
-
-
 def compound_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "cpu") -> np.ndarray:
     """Embed rows with every configured feature and combine them into one unit vector per row."""
     blocks = []
@@ -66,9 +62,9 @@ def compound_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "c
             block = model_token_vectors(feature_text(frame, feature.fields), dims=feature.dims)
         else:
             block = np.stack(frame[feature.column].tolist()).astype(np.float32) if len(frame) else np.zeros((0, feature.dim), np.float32)
-        blocks.append(_normalise(block) * np.float32(feature.weight))
+        blocks.append(l2_normalise(block) * np.float32(feature.weight))
     combined = np.hstack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
-    return np.ascontiguousarray(_normalise(combined), dtype=np.float32)
+    return np.ascontiguousarray(l2_normalise(combined), dtype=np.float32)
 
 
 def item_vectors(frame: pd.DataFrame, config: AppConfig, *, device: str = "cpu") -> np.ndarray:

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 
+from pss_ops.features.normalise import l2_normalise
+
 
 def _unit_rows(sparse: Any) -> np.ndarray:
     """Dense float32 rows, L2-normalised; all-zero rows stay zero."""
     dense = sparse.toarray().astype(np.float32, copy=False)
-    norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    np.divide(dense, norms, out=dense, where=norms > 0)
-    return dense
+    return l2_normalise(dense, out=dense)
 
 
 def char_ngram_vectors(texts: Sequence[str], *, ngram_min: int, ngram_max: int, dims: int) -> np.ndarray:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from pss_ops import layout, storage
+from pss_ops.features.embedded import read_vectors
+from pss_ops.features.normalise import l2_normalise
 from pss_ops.manifests import CatalogPlan
 from pss_ops.quality.metrics import DEFAULT_PRECISIONS, MAP_K, map_summary, ndcg_summary, recall_at_precision
 
@@ -90,8 +92,6 @@ def load_labelled(uri: str) -> pd.DataFrame:
 
 def run_vectors(run_uri: str, item_ids: Collection[str] | None = None) -> dict[str, np.ndarray]:
     """Item id -> vector from a run's embed/*.parquet, over the partitions of its plan manifest (only item_ids if given)."""
-    from pss_ops.steps.embed import read_vectors  # the embed step pulls in the feature code
-
     wanted = None if item_ids is None else set(item_ids)
     vectors: dict[str, np.ndarray] = {}
     for partition in CatalogPlan.read(layout.plan_manifest(run_uri)).partitions:
@@ -118,11 +118,9 @@ def verification_report(
     present = np.fromiter((a in vectors_by_id and b in vectors_by_id for a, b in zip(id_a, id_b)), dtype=bool, count=len(id_a))
     kept = np.flatnonzero(present)
     if len(kept):
-        left = np.stack([np.asarray(vectors_by_id[id_a[i]], dtype=np.float64) for i in kept])
-        right = np.stack([np.asarray(vectors_by_id[id_b[i]], dtype=np.float64) for i in kept])
-        norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
-        dots = np.einsum("ij,ij->i", left, right)
-        scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        left = l2_normalise(np.stack([np.asarray(vectors_by_id[id_a[i]], dtype=np.float64) for i in kept]))
+        right = l2_normalise(np.stack([np.asarray(vectors_by_id[id_b[i]], dtype=np.float64) for i in kept]))
+        scores = np.einsum("ij,ij->i", left, right)
     else:
         scores = np.zeros(0)
     scored = labels[kept]

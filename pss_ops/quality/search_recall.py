@@ -11,29 +11,15 @@ import pyarrow.compute as pc
 
 from pss_ops import storage
 from pss_ops.config import PostFilterConfig
+from pss_ops.features.embedded import read_vectors
 from pss_ops.manifests import EmbeddedPartition, FilteredPartition, QueriedPartition, RunContext
+from pss_ops.quality.recall import tie_hits
+from pss_ops.search.filters import allowed_pairs
 from pss_ops.search.merge import merge_topk
-from pss_ops.steps.embed import read_vectors
 
 log = logging.getLogger(__name__)
 
-TIE_TOLERANCE = 1e-5
 EXCLUDED = -np.inf
-
-
-def _objects(table: pa.Table, column: str) -> np.ndarray:
-    return np.asarray(table.column(column).to_pylist(), dtype=object)
-
-
-def _allowed(rules: PostFilterConfig, queries: pa.Table, candidates: pa.Table) -> np.ndarray:
-    """Pairwise (query × candidate) post-filter verdicts, with the rules of post_filter.filter_mask."""
-    allowed = _objects(queries, "item_id")[:, None] != _objects(candidates, "item_id")[None, :]
-    for attribute in (*rules.same, *rules.different):
-        q = _objects(queries, attribute)[:, None]
-        c = _objects(candidates, attribute)[None, :]
-        known = (q != None) & (c != None)  # noqa: E711
-        allowed &= known & ((q == c) if attribute in rules.same else (q != c))
-    return allowed
 
 
 def exact_topk(
@@ -55,7 +41,7 @@ def exact_topk(
             ids, vectors = read_vectors(part.uri)
             scores = queries @ vectors.T
             if rules is not None and query_rows is not None:
-                scores = np.where(_allowed(rules, query_rows, ids) & (scores >= rules.min_score), scores, EXCLUDED)
+                scores = np.where(allowed_pairs(rules, query_rows, ids, scores), scores, EXCLUDED)
             take = min(k, scores.shape[1])
             top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
             yield np.take_along_axis(scores, top, axis=1).astype(np.float32), top + offset
@@ -65,14 +51,11 @@ def exact_topk(
 
 
 def _hits(found: dict[str, np.ndarray], item_ids: np.ndarray, exact: np.ndarray) -> tuple[int, int]:
-    """Found scores at least the exact k-th score (ties count) over the exact results that exist."""
-    hits = wanted = 0
-    for item, row in zip(item_ids, exact):
-        row = row[np.isfinite(row) & (row > -1e30)]
-        if len(row):
-            hits += int(np.sum(found.get(item, np.zeros(0)) >= row[-1] - TIE_TOLERANCE))
-            wanted += len(row)
-    return hits, wanted
+    """Recall counts of the sampled queries' found scores against their exact top-k rows (slots that exist only)."""
+    return tie_hits(
+        (found.get(item, np.zeros(0)) for item in item_ids),
+        (row[np.isfinite(row) & (row > -1e30)] for row in exact),
+    )
 
 
 def _scores_by_query(uri: str, item_ids: np.ndarray, k: int | None) -> dict[str, np.ndarray]:
@@ -129,7 +112,7 @@ def sampled_recall(
         offset = 0
         for part, part_rows, _ in sampled:
             count = part_rows.num_rows
-            item_ids = _objects(part_rows, "item_id")
+            item_ids = np.asarray(part_rows.column("item_id").to_pylist(), dtype=object)
             found = _scores_by_query(queried_by_name[part.name].uri, item_ids, k)
             hit, want = _hits(found, item_ids, exact[offset : offset + count])
             search = [search[0] + hit, search[1] + want]

@@ -19,8 +19,10 @@ import faiss
 import numpy as np
 
 from pss_ops.config import IndexTuningConfig, parse_memory
+from pss_ops.features.embedded import read_vectors
 from pss_ops.manifests import EfCalibration, EmbeddedPartition, IndexTuning, TuningTrial
-from pss_ops.steps.embed import read_vectors
+from pss_ops.quality.recall import recall_with_ties
+from pss_ops.search.hnsw import build_hnsw, search_hnsw
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,6 @@ SMALL_SAMPLE_DIVISOR = 4  # the second, nested sample: the pair measures how rec
 LINK_OVERHEAD = 1.1  # faiss HNSW: upper-level links and per-node bookkeeping over the 2*M level-0 links
 PROCESS_BYTES = 512 << 20  # Python, faiss, pyarrow and pandas loaded in a step process
 MIN_PARTITION_ROWS = 1_000
-TIE_TOLERANCE = 1e-5
 MAX_EF_SEARCH = 4096  # calibration's ceiling: past it, HNSW search nears brute force in cost
 
 
@@ -86,14 +87,12 @@ def sample_scope(embedded: list[EmbeddedPartition], rows: int, seed: int) -> tup
 
 def recall_at_k(found: np.ndarray, found_ids: np.ndarray, exact: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
     """Recall@k of in-index queries (query i is row i), self excluded, ties at the k-th exact score counted as hits."""
-    hits = wanted = 0
-    for row in range(len(found)):
-        truth = exact[row][(exact_ids[row] != row) & (exact_ids[row] >= 0)][:k]
-        got = found[row][(found_ids[row] != row) & (found_ids[row] >= 0)][:k]
-        if len(truth):
-            hits += int(np.sum(got >= truth[-1] - TIE_TOLERANCE))
-            wanted += len(truth)
-    return hits / wanted if wanted else float("nan")
+
+    def others(scores: np.ndarray, ids: np.ndarray, row: int) -> np.ndarray:
+        return scores[(ids != row) & (ids >= 0)][:k]
+
+    rows = range(len(found))
+    return recall_with_ties((others(found[r], found_ids[r], r) for r in rows), (others(exact[r], exact_ids[r], r) for r in rows))
 
 
 class _Sampled:
@@ -104,19 +103,15 @@ class _Sampled:
         flat = faiss.IndexFlatIP(vectors.shape[1])
         flat.add(vectors)
         self.exact, self.exact_ids = flat.search(vectors[:queries], k + 1)
-        self.index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
-        self.index.hnsw.efConstruction = ef_construction
         # CPU seconds over all threads: wall time would measure whatever else shares the machine.
         started = time.process_time()
-        self.index.add(vectors)
+        self.index = build_hnsw(vectors, m=m, ef_construction=ef_construction)
         self.build_seconds_per_row = (time.process_time() - started) / len(vectors)
 
     def measure(self, ef: int) -> tuple[float, float]:
         """(recall@k, seconds per query) at this efSearch, searched as the query step searches."""
-        # The query step searches with efSearch = max(ef, candidates), exactly as here.
-        self.index.hnsw.efSearch = max(ef, self.search_k)
         started = time.process_time()
-        found, found_ids = self.index.search(self.vectors[: self.queries], self.search_k)
+        found, found_ids = search_hnsw(self.index, self.vectors[: self.queries], self.search_k, ef)
         seconds = (time.process_time() - started) / self.queries
         return recall_at_k(found, found_ids, self.exact, self.exact_ids, self.k), seconds
 
@@ -274,8 +269,7 @@ def calibrate_ef_search(
     ladder: list[tuple[int, float]] = []
     ef, measured = max(start_ef, 1), 0.0
     while True:
-        index.hnsw.efSearch = max(ef, width)  # as the query step sets it
-        found, found_ids = index.search(sample, width)
+        found, found_ids = search_hnsw(index, sample, width, ef)
         measured = recall_at_k(found, as_sample_ids(found_ids), exact, exact_local, k)
         ladder.append((ef, round(measured, 5)))
         if measured >= target_recall or ef >= max_ef:

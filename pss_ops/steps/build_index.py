@@ -9,8 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from pss_ops import layout, storage
+from pss_ops.features.embedded import read_vectors
 from pss_ops.manifests import BuiltIndex, EfCalibration, IndexPartition, RunContext
-from pss_ops.steps.embed import read_vectors
+from pss_ops.search.filters import candidates_per_query
+from pss_ops.search.hnsw import build_hnsw, write_index
+from pss_ops.search.tuning import calibrate_ef_search
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -18,10 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
     """Build, serialise and write the index and its ids; the manifest is written last."""
-    params = ctx.config.index
-    # The plan's parameters (tuned or the config's); plans written before they were recorded carry None.
-    hnsw_m = partition.hnsw_m or params.hnsw_m
-    ef_construction = partition.ef_construction or params.ef_construction
+    hnsw_m, ef_construction, ef_search = partition.hnsw_m, partition.ef_construction, partition.ef_search
     with timed(f"build_index {partition.name}") as timer:
         tables, blocks = [], []
         for piece in partition.slices:
@@ -29,19 +29,15 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
             tables.append(ids)
             blocks.append(vectors)
         vectors = np.vstack(blocks)
-        # Vectors are unit length, so inner product is the cosine similarity.
-        index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.add(vectors)
-        ef_search = partition.ef_search or params.ef_search
+        index = build_hnsw(vectors, m=hnsw_m, ef_construction=ef_construction)
         calibration = None
-        if params.tuning is not None:
+        if ctx.config.index.tuning is not None:
             calibration = _calibrate(ctx, partition, index, vectors, ef_search)
             ef_search = calibration.ladder[-1][0]
         index_uri = layout.index_file(ctx.run_uri, partition.name)
         ids_uri = layout.index_ids(ctx.run_uri, partition.name)
         storage.write_parquet(ids_uri, pa.concat_tables(tables))
-        storage.write_bytes(index_uri, faiss.serialize_index(index).tobytes())
+        write_index(index_uri, index)
     result = BuiltIndex(
         number=partition.number,
         name=partition.name,
@@ -63,10 +59,6 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
 
 def _calibrate(ctx: RunContext, partition: IndexPartition, index: faiss.IndexHNSWFlat, vectors: np.ndarray, start_ef: int) -> EfCalibration:
     """efSearch for this partition measured on the index just built, searched as the query step searches it."""
-    # Imported here: only tuned runs calibrate, as only they tune.
-    from pss_ops.search.tuning import calibrate_ef_search
-    from pss_ops.steps.query import candidates_per_query
-
     tuning = ctx.config.index.tuning
     assert tuning is not None
     calibration = calibrate_ef_search(
@@ -74,8 +66,8 @@ def _calibrate(ctx: RunContext, partition: IndexPartition, index: faiss.IndexHNS
         vectors,
         start_ef=start_ef,
         k=ctx.config.k,
-        # The query step's first fetch, plus the query itself (query.py: search_scope(..., fetch + 1)).
-        search_k=candidates_per_query(ctx) + 1,
+        # The query step's first fetch, plus the query itself (search.candidates: it searches fetch + 1).
+        search_k=candidates_per_query(ctx.config) + 1,
         target_recall=tuning.target_recall,
         queries=tuning.sample_queries,
         seed=tuning.seed + partition.number,
@@ -92,8 +84,3 @@ def _calibrate(ctx: RunContext, partition: IndexPartition, index: faiss.IndexHNS
         tuning.target_recall,
     )
     return calibration
-
-
-def load_index(built: BuiltIndex) -> faiss.Index:
-    """Deserialise an index written by build_index."""
-    return faiss.deserialize_index(np.frombuffer(storage.read_bytes(built.index_uri), dtype=np.uint8))

@@ -10,6 +10,7 @@ import pyarrow as pa
 from pss_ops import layout, storage
 from pss_ops.features.cache.base import EmbeddingCache
 from pss_ops.features.compound import content_hashes, input_columns, item_vectors
+from pss_ops.features.embedded import VECTOR_COLUMN, vector_column
 from pss_ops.manifests import CatalogPartition, EmbeddedPartition, RunContext
 from pss_ops.timing import timed
 
@@ -40,7 +41,7 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
             vectors[missing] = fresh
             cache.put_many(ctx.model_id, ((keys[i][0], keys[i][1], fresh[j]) for j, i in enumerate(missing)))
         columns = {c: table.column(c).cast(pa.string()) for c in keep}
-        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
+        columns[VECTOR_COLUMN] = vector_column(vectors)
         uri = layout.embedded(ctx.run_uri, partition.name)
         storage.write_parquet(uri, pa.table(columns))
     result = EmbeddedPartition(
@@ -57,13 +58,3 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
     result.write(layout.embed_manifest(ctx.run_uri, partition.name))
     log.info("embed %s: %d rows, %d cache hits, %d computed", partition.name, result.rows, result.cache_hits, result.cache_misses)
     return result
-
-
-def read_vectors(uri: str, start: int = 0, stop: int | None = None) -> tuple[pa.Table, np.ndarray]:
-    """An embedded partition's id/attribute columns and its vectors as a float32 matrix."""
-    table = storage.read_parquet(uri)
-    table = table.slice(start, (stop if stop is not None else table.num_rows) - start)
-    column = table.column("vector").combine_chunks()
-    dim = column.type.list_size
-    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
-    return table.drop_columns(["vector"]), np.ascontiguousarray(vectors)

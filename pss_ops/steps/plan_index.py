@@ -8,6 +8,7 @@ import math
 from pss_ops import layout
 from pss_ops.config import IndexTuningConfig
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexTuning, RowSlice, RunContext
+from pss_ops.search.filters import candidates_per_query
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,8 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
 
 def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTuningConfig) -> IndexTuning:
     """Measure HNSW settings on a sample of the largest scope and return the choice."""
-    # Imported here: faiss and the query step are loaded only by runs that tune.
+    # Imported here: faiss is loaded only by runs that tune.
     from pss_ops.search.tuning import sample_scope, tune_index
-    from pss_ops.steps.query import candidates_per_query
 
     scope, scope_rows, sample = sample_scope(embedded, tuning.sample_rows, tuning.seed)
     return tune_index(
@@ -46,7 +46,7 @@ def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTunin
         scope=scope,
         scope_rows=scope_rows,
         k=ctx.config.k,
-        candidates_per_query=candidates_per_query(ctx),
+        candidates_per_query=candidates_per_query(ctx.config),
         tuning=tuning,
     )
 

@@ -11,24 +11,11 @@ from pss_ops import layout, storage
 from pss_ops.manifests import CatalogPlan, FilteredPartition, PublishResult, RunContext
 from pss_ops.timing import timed
 from pss_ops.warehouse.publish import publish_similar_items, redact_url
+from pss_ops.warehouse.schema import arrow_schema
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 100_000
-
-SIMILAR_ITEMS_SCHEMA = pa.schema(
-    [
-        ("application", pa.string()),
-        ("snapshot_date", pa.date32()),
-        ("category", pa.string()),
-        ("query_item_id", pa.string()),
-        ("candidate_item_id", pa.string()),
-        ("rank", pa.int32()),
-        ("score", pa.float64()),
-        ("run_id", pa.string()),
-    ]
-)
-
 
 def _stream(filtered: list[FilteredPartition]) -> Iterator[pa.Table]:
     """Every filtered partition's rows, BATCH_ROWS at a time: no partition, let alone the run, is held whole."""
@@ -43,7 +30,7 @@ def publish(ctx: RunContext, catalog_plan: CatalogPlan, warehouse_url: str) -> P
         # Read every manifest first: a missing partition fails here, before the warehouse is touched.
         filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in catalog_plan.partitions]
         parquet_uri = layout.similar_items(ctx.run_uri)
-        rows = storage.write_parquet_batches(parquet_uri, SIMILAR_ITEMS_SCHEMA, _stream(filtered))
+        rows = storage.write_parquet_batches(parquet_uri, arrow_schema(), _stream(filtered))
         stats = publish_similar_items(
             warehouse_url,
             application=ctx.application,

@@ -107,7 +107,7 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
             "index_used": {
                 "hnsw_m": sorted({b.hnsw_m for b in built}),
                 "ef_construction": sorted({b.ef_construction for b in built}),
-                "ef_search": sorted({b.ef_search or ctx.config.index.ef_search for b in built}),
+                "ef_search": sorted({b.ef_search for b in built}),
                 "largest_partition_rows": max((b.rows for b in built), default=0),
             },
             "tuning": _tuning_summary(index_plan),

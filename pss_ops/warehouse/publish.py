@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.resources
 import itertools
 import logging
 import re
@@ -17,38 +16,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from pss_ops.warehouse.schema import (
+    DIALECTS,
+    TABLE_NAME,
+    VIEW_NAME,
+    column_names,
+    sa_table,
+    secondary_indexes,
+    statements,
+    table_ddl,
+    view_ddl,
+)
+
 log = logging.getLogger(__name__)
 
-SIMILAR_ITEMS_COLUMNS = (
-    "application",
-    "snapshot_date",
-    "category",
-    "query_item_id",
-    "candidate_item_id",
-    "rank",
-    "score",
-    "run_id",
-)
-
-TABLE_NAME = "similar_items"
-VIEW_NAME = "similar_items_latest"
-_VIEW_DIALECTS = ("postgresql", "sqlite")
+SIMILAR_ITEMS_COLUMNS = column_names()
 # Arbitrary fixed key: every PSS publisher takes the same advisory lock while creating the schema.
 _SCHEMA_LOCK_KEY = 0x505353_5748  # "PSS" "WH"
-
-# Mirrors sql/similar_items.sql; used only to build DELETE/INSERT statements, never to create the table.
-_TABLE = sa.Table(
-    TABLE_NAME,
-    sa.MetaData(),
-    sa.Column("application", sa.Text, primary_key=True),
-    sa.Column("snapshot_date", sa.Date, primary_key=True),
-    sa.Column("category", sa.Text, primary_key=True),
-    sa.Column("query_item_id", sa.Text, primary_key=True),
-    sa.Column("candidate_item_id", sa.Text, nullable=False),
-    sa.Column("rank", sa.Integer, primary_key=True),
-    sa.Column("score", sa.Double, nullable=False),
-    sa.Column("run_id", sa.Text, nullable=False),
-)
 _COPY_SQL = f"COPY {TABLE_NAME} ({', '.join(SIMILAR_ITEMS_COLUMNS)}) FROM STDIN"
 _INSERT_SQL = f"INSERT INTO {TABLE_NAME} ({', '.join(SIMILAR_ITEMS_COLUMNS)}) VALUES ({', '.join('?' * len(SIMILAR_ITEMS_COLUMNS))})"
 SQLITE_CACHE_KIB = 256 << 10
@@ -64,7 +48,6 @@ class PublishStats:
 
     table: str
     rows_deleted: int
-    rows_inserted: int
     categories: tuple[str, ...]
     seconds: float
 
@@ -87,25 +70,12 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _read_sql(*parts: str) -> str:
-    resource = importlib.resources.files("pss_ops") / "sql"
-    for part in parts:
-        resource = resource / part
-    return resource.read_text(encoding="utf-8")
-
-
-def _statements(script: str) -> list[str]:
-    # The DDL files hold no string literals, so dropping "--" comments before splitting on ";" is safe.
-    uncommented = re.sub(r"--[^\n]*", "", script)
-    return [stmt.strip() for stmt in uncommented.split(";") if stmt.strip()]
-
-
 def ensure_schema(engine: sa.Engine) -> None:
     """Create the similar_items table, its index and the latest-snapshot view if missing."""
     dialect = engine.dialect.name
-    if dialect not in _VIEW_DIALECTS:
-        raise ValueError(f"unsupported warehouse dialect {dialect!r}; expected one of {_VIEW_DIALECTS}")
-    script = _read_sql("similar_items.sql") + ";\n" + _read_sql("views", f"{VIEW_NAME}.{dialect}.sql")
+    if dialect not in DIALECTS:
+        raise ValueError(f"unsupported warehouse dialect {dialect!r}; expected one of {DIALECTS}")
+    script = [*statements(table_ddl()), view_ddl(dialect)]
     with engine.begin() as conn:
         if dialect == "postgresql":
             # CREATE ... IF NOT EXISTS is not race-free when parallel publishers start on an empty schema.
@@ -115,7 +85,7 @@ def ensure_schema(engine: sa.Engine) -> None:
             # Re-running the DDL would lock (CREATE INDEX takes SHARE, CREATE OR REPLACE VIEW ACCESS EXCLUSIVE)
             # and queue behind open publishes and long readers, so an existing schema is left alone.
             return
-        for statement in _statements(script):
+        for statement in script:
             conn.exec_driver_sql(statement)
     log.info("ensured warehouse schema (%s, %s) on %s", TABLE_NAME, VIEW_NAME, dialect)
 
@@ -211,16 +181,6 @@ def _write_rows(conn: sa.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         driver_conn.executemany(_INSERT_SQL, rows)
 
 
-def _secondary_indexes() -> list[tuple[str, str]]:
-    """(name, CREATE INDEX statement) of the table's secondary indexes, from the DDL."""
-    found = []
-    for statement in _statements(_read_sql("similar_items.sql")):
-        match = re.match(r"CREATE\s+INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", statement, re.IGNORECASE)
-        if match:
-            found.append((match.group(1), statement))
-    return found
-
-
 def _rebuild_indexes_after(conn: sa.Connection, expected_rows: int | None) -> list[tuple[str, str]]:
     """On SQLite, drop the secondary indexes when a large publish outweighs the rows already kept.
 
@@ -230,10 +190,10 @@ def _rebuild_indexes_after(conn: sa.Connection, expected_rows: int | None) -> li
     """
     if conn.dialect.name != "sqlite" or expected_rows is None or expected_rows < SQLITE_REINDEX_MIN_ROWS:
         return []
-    kept = conn.execute(sa.select(sa.func.count()).select_from(_TABLE)).scalar_one()
+    kept = conn.execute(sa.select(sa.func.count()).select_from(sa_table())).scalar_one()
     if kept > SQLITE_REINDEX_RATIO * expected_rows:
         return []
-    indexes = _secondary_indexes()
+    indexes = secondary_indexes()
     for name, _ in indexes:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
     return indexes
@@ -262,15 +222,16 @@ def publish_similar_items(
     wanted = tuple(dict.fromkeys(categories))
     started = time.perf_counter()
     engine = sa.create_engine(parsed)
+    table = sa_table()
     try:
         ensure_schema(engine)
         inserted, allowed = 0, frozenset(wanted)
         with engine.begin() as conn:
             deleted = conn.execute(
-                sa.delete(_TABLE).where(
-                    _TABLE.c.application == application,
-                    _TABLE.c.snapshot_date == snapshot_date,
-                    _TABLE.c.category.in_(wanted),
+                sa.delete(table).where(
+                    table.c.application == application,
+                    table.c.snapshot_date == snapshot_date,
+                    table.c.category.in_(wanted),
                 )
             ).rowcount
             if conn.dialect.name == "sqlite":
@@ -285,7 +246,7 @@ def publish_similar_items(
                 conn.exec_driver_sql(create)
     finally:
         engine.dispose()
-    stats = PublishStats(TABLE_NAME, deleted, inserted, wanted, time.perf_counter() - started)
+    stats = PublishStats(TABLE_NAME, deleted, wanted, time.perf_counter() - started)
     log.info(
         "published %s: application=%s snapshot_date=%s categories=%s deleted=%d inserted=%d in %.2fs to %s",
         TABLE_NAME,

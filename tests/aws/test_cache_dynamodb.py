@@ -24,8 +24,9 @@ from pss_ops.features.cache.dynamodb import (
     DynamoDBEmbeddingCache,
 )
 from pss_ops.features.compound import content_hashes
+from pss_ops.features.embedded import read_vectors
 from pss_ops.features.lexical import char_ngram_vectors
-from pss_ops.steps.embed import embed_partition, read_vectors
+from pss_ops.steps.embed import embed_partition
 from pss_ops.steps.plan import make_context, plan
 from tests.aws.conftest import S3Bucket
 from tests.conftest import DATA

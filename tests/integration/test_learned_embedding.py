@@ -12,10 +12,10 @@ import torch
 from pss_ops.config import AppConfig, parse_config
 from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 from pss_ops.features.compound import compound_vectors
+from pss_ops.features.embedded import read_vectors
 from pss_ops.learning.model import ModelSpec, SiameseNet
 from pss_ops.learning.registry import save_model
 from pss_ops.orchestration.run import run_pipeline
-from pss_ops.steps.embed import read_vectors
 from tests.conftest import SNAPSHOT, Subset
 
 

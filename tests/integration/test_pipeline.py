@@ -23,11 +23,13 @@ from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 from pss_ops.features.compound import content_hashes
+from pss_ops.features.embedded import read_vectors
 from pss_ops.manifests import BuiltIndex, CatalogPlan, EmbeddedPartition, IndexPlan, RunContext
 from pss_ops.orchestration.run import run_pipeline
 from pss_ops.quality.evaluate import evaluate
-from pss_ops.steps.build_index import build_index, load_index
-from pss_ops.steps.embed import embed_partition, read_vectors
+from pss_ops.search.hnsw import load_index
+from pss_ops.steps.build_index import build_index
+from pss_ops.steps.embed import embed_partition
 from pss_ops.steps.plan import make_context, plan
 from pss_ops.steps.plan_index import plan_index
 from pss_ops.steps.publish import publish
@@ -513,7 +515,7 @@ def test_killed_build_index_leaves_nothing_half_visible(
     _, vectors = read_vectors(embedded[0].uri)
     results = []
     for b in (built, reference):
-        index = load_index(b)
+        index = load_index(b.index_uri)
         index.hnsw.efSearch = 512
         results.append(index.search(vectors, 10))
     np.testing.assert_array_equal(results[0][1], results[1][1])

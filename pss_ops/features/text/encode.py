@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pss_ops.config import TEXT_MODELS
+from pss_ops.features.normalise import l2_normalise
 from pss_ops.features.text.model import load_text_model, load_tokenizer
 from pss_ops.features.text.onnx import onnx_session
 
@@ -70,8 +71,7 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean of the unpadded token states, L2-normalised: the model's Pooling + Normalize modules."""
     weights = mask[..., None].astype(np.float32)
     summed = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-    norms = np.linalg.norm(summed, axis=1, keepdims=True)
-    return np.divide(summed, norms, out=np.zeros_like(summed), where=norms > 0)
+    return l2_normalise(summed)
 
 
 def encode_texts(

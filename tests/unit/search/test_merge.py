@@ -12,7 +12,7 @@ import pytest
 from pss_ops.features.lexical import char_ngram_vectors
 from pss_ops.search.merge import PARTITION_SHIFT, merge_topk, pack_ids, unpack_ids
 
-CATALOG_CSV = Path(__file__).resolve().parents[2] / "data" / "amazon_google" / "catalog.csv"
+CATALOG_CSV = Path(__file__).resolve().parents[3] / "data" / "amazon_google" / "catalog.csv"
 
 
 def unit_vectors(n: int, d: int, seed: int) -> np.ndarray:

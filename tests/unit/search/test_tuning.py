@@ -25,6 +25,7 @@ from pss_ops.manifests import (
     RowSlice,
 )
 from pss_ops.orchestration.run import run_pipeline
+from pss_ops.search.hnsw import load_index
 from pss_ops.search.tuning import (
     BUILD_CHOICES,
     calibrate_ef_search,
@@ -34,7 +35,7 @@ from pss_ops.search.tuning import (
     recall_at_k,
     tune_index,
 )
-from pss_ops.steps.build_index import build_index, load_index
+from pss_ops.steps.build_index import build_index
 from pss_ops.steps.plan import make_context
 from pss_ops.steps.plan_index import plan_index
 from pss_ops.steps.query import query_partition
@@ -362,7 +363,7 @@ def test_build_index_calibrates_records_and_query_uses_the_calibrated_ef_search(
     assert built.calibration.search_k == k + 1 and built.calibration.queries == 500
 
     # The written index, at the plan's efSearch, really misses the target on the whole partition.
-    written = load_index(built)
+    written = load_index(built.index_uri)
     assert _recall_over_all_rows(written, cal_vectors, CAL_START_EF, k + 1, k) < CAL_TARGET
 
     # query searches at the calibrated efSearch: its top k, scored against exact over every row, meets the target.

@@ -23,7 +23,7 @@ from pss_ops.config import AppConfig, parse_config
 from pss_ops.manifests import CatalogPlan
 from pss_ops.steps.plan import make_context, plan
 
-CATALOG_CSV = Path(__file__).resolve().parents[2] / "data" / "amazon_google" / "catalog.csv"
+CATALOG_CSV = Path(__file__).resolve().parents[3] / "data" / "amazon_google" / "catalog.csv"
 N_ROWS = 300
 DIM = 4
 SMALL_BATCH = 16

@@ -16,7 +16,7 @@ import pytest
 from pss_ops.catalog.validate import CatalogError, CatalogLoad, RejectThresholdError, check_reject_fraction, read_catalog, validate_catalog
 from pss_ops.config import AppConfig, parse_config
 
-CATALOG_CSV = Path(__file__).resolve().parents[2] / "data" / "amazon_google" / "catalog.csv"
+CATALOG_CSV = Path(__file__).resolve().parents[3] / "data" / "amazon_google" / "catalog.csv"
 N_ROWS = 50
 DIM = 4
 

@@ -1,0 +1,97 @@
+"""The post-filter (paper §3.3): which candidates a query may list, and their ranks; every caller uses these rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pss_ops.config import AppConfig, PostFilterConfig
+
+
+def candidates_per_query(config: AppConfig) -> int:
+    """How many candidates the first search round keeps per query: k over-fetched, since the filter runs after the search."""
+    return config.k * config.post_filter.candidate_multiplier
+
+
+def attribute_rules(rules: PostFilterConfig) -> Iterator[tuple[str, str, bool]]:
+    """(label, attribute, must be the same) for every attribute rule, in the order they are applied and counted."""
+    for attribute in rules.same:
+        yield f"same:{attribute}", attribute, True
+    for attribute in rules.different:
+        yield f"different:{attribute}", attribute, False
+
+
+def attribute_verdict(query_values: Any, candidate_values: Any, *, same: bool) -> np.ndarray:
+    """Elementwise (broadcasting) verdict of one attribute rule; NULL proves neither sameness nor difference, so it fails both."""
+    q = np.asarray(query_values, dtype=object)
+    c = np.asarray(candidate_values, dtype=object)
+    known = (q != None) & (c != None)  # noqa: E711 - elementwise NULL test on object arrays
+    return np.asarray(known & ((q == c) if same else (q != c)), dtype=bool)
+
+
+def passes(
+    rules: PostFilterConfig, query: Mapping[str, Any], candidate: Mapping[str, Any], scores: np.ndarray
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Which (query, candidate) pairs survive every rule, and how many each rule removed (counted in order).
+
+    query and candidate map each attribute to values that broadcast against scores: per row of a candidate
+    table, or a column of queries against a row of candidates.
+    """
+    survive = np.asarray(scores >= rules.min_score, dtype=bool)
+    removed = {"min_score": int(survive.size - survive.sum())}
+    for label, attribute, same in attribute_rules(rules):
+        verdict = attribute_verdict(query[attribute], candidate[attribute], same=same)
+        removed[label] = int((survive & ~verdict).sum())
+        survive = survive & verdict
+    return survive, removed
+
+
+def filter_mask(table: pa.Table, rules: PostFilterConfig) -> tuple[np.ndarray, dict[str, int]]:
+    """Which rows of a candidate table (score, q_<attribute>, c_<attribute> columns) survive, and what each rule removed."""
+
+    def values(column: str) -> np.ndarray:
+        return table.column(column).to_numpy(zero_copy_only=False)
+
+    names = [attribute for _, attribute, _ in attribute_rules(rules)]
+    return passes(
+        rules,
+        {a: values(f"q_{a}") for a in names},
+        {a: values(f"c_{a}") for a in names},
+        table.column("score").to_numpy(),
+    )
+
+
+def allowed_pairs(rules: PostFilterConfig, queries: pa.Table, candidates: pa.Table, scores: np.ndarray) -> np.ndarray:
+    """(queries × candidates) verdicts for id/attribute tables and their score matrix: never the query itself, then every rule."""
+
+    def values(table: pa.Table, column: str) -> np.ndarray:
+        return np.asarray(table.column(column).to_pylist(), dtype=object)
+
+    names = [attribute for _, attribute, _ in attribute_rules(rules)]
+    survive, _ = passes(
+        rules,
+        {a: values(queries, a)[:, None] for a in names},
+        {a: values(candidates, a)[None, :] for a in names},
+        scores,
+    )
+    return survive & (values(queries, "item_id")[:, None] != values(candidates, "item_id")[None, :])
+
+
+def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, np.ndarray]:
+    """Rows ranked 1..k per query among survivors, in the search's score order."""
+    kept = table.filter(pa.array(survive))
+    queries = kept.column("query_item_id")
+    n = len(queries)
+    # Rows arrive grouped by query and sorted by score within a query, so a running count ranks them.
+    starts = np.ones(n, dtype=bool)
+    if n > 1:
+        starts[1:] = pc.not_equal(queries.slice(1), queries.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    group = np.cumsum(starts) - 1
+    first_row = np.flatnonzero(starts)
+    rank = np.arange(n) - first_row[group] + 1 if n else np.zeros(0, np.int64)
+    within = rank <= k
+    return kept.filter(pa.array(within)), rank[within]

@@ -1,0 +1,70 @@
+"""The post-filter rules (search.filters) on the candidates a real run's query step produced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from pss_ops.config import PostFilterConfig
+from pss_ops.search.filters import filter_mask, rank_top_k
+from tests.unit.conftest import Stepped, queried_table
+
+
+def test_filter_mask_attribute_rules_and_score_floor(stepped: Stepped) -> None:
+    table = queried_table(stepped)
+    frame = table.to_pandas()
+    assert frame["q_seller"].notna().all() and frame["c_seller"].notna().all()
+
+    different, removed = filter_mask(table, PostFilterConfig(different=("seller",)))
+    assert (frame["q_seller"][different] != frame["c_seller"][different]).all()
+    assert different.sum() == (frame["q_seller"] != frame["c_seller"]).sum() > 0
+    assert removed == {"min_score": 0, "different:seller": int((~different).sum())}
+
+    same, removed = filter_mask(table, PostFilterConfig(same=("seller",)))
+    assert (frame["q_seller"][same] == frame["c_seller"][same]).all()
+    assert same.sum() == (frame["q_seller"] == frame["c_seller"]).sum() > 0
+    assert np.array_equal(same, ~different)
+
+    floor = float(np.median(frame["score"]))
+    floored, removed = filter_mask(table, PostFilterConfig(min_score=floor, different=("seller",)))
+    assert (frame["score"][floored] >= floor).all()
+    assert np.array_equal(floored, different & (frame["score"].to_numpy() >= floor))
+    assert removed["min_score"] == int((frame["score"] < floor).sum()) > 0
+    assert removed["min_score"] + removed["different:seller"] == int((~floored).sum())
+
+
+def test_filter_mask_null_attributes_fail_both_rules(stepped: Stepped) -> None:
+    table = queried_table(stepped).slice(0, 400)
+    q = table.column("q_seller").to_pylist()
+    c = table.column("c_seller").to_pylist()
+    q_null = [i % 5 == 0 for i in range(len(q))]
+    c_null = [i % 7 == 0 for i in range(len(c))]
+    table = table.set_column(
+        table.schema.get_field_index("q_seller"), "q_seller", pa.array([None if n else v for n, v in zip(q_null, q)], pa.string())
+    )
+    table = table.set_column(
+        table.schema.get_field_index("c_seller"), "c_seller", pa.array([None if n else v for n, v in zip(c_null, c)], pa.string())
+    )
+    null = np.array(q_null) | np.array(c_null)
+    assert null.sum() > 0
+
+    for rules in (PostFilterConfig(same=("seller",)), PostFilterConfig(different=("seller",))):
+        survive, _ = filter_mask(table, rules)
+        assert not survive[null].any()
+    same, _ = filter_mask(table, PostFilterConfig(same=("seller",)))
+    different, _ = filter_mask(table, PostFilterConfig(different=("seller",)))
+    assert np.array_equal(same | different, ~null)
+
+
+def test_rank_top_k_contiguous_and_first_survivors(stepped: Stepped) -> None:
+    table = queried_table(stepped)
+    k = stepped.ctx.config.k
+    survive, _ = filter_mask(table, PostFilterConfig(different=("seller",), min_score=0.3))
+    top, rank = rank_top_k(table, survive, k)
+    frame = top.to_pandas().assign(rank=rank)
+    expected = table.to_pandas()[survive].groupby("query_item_id", sort=False).head(k)
+    assert frame["candidate_item_id"].tolist() == expected["candidate_item_id"].tolist()
+    sizes = frame.groupby("query_item_id").size()
+    assert sizes.max() <= k and (sizes < k).any()  # the floor leaves some queries short
+    for _, group in frame.groupby("query_item_id", sort=False):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
