@@ -33,7 +33,9 @@ from sklearn.metrics import average_precision_score
 
 from pss_ops.config import AppConfig, load_config
 from pss_ops.features.compound import compound_vectors
-from pss_ops.learning.pairs import PairSet, component_folds, group_pairs, hard_negatives, random_negatives
+from pss_ops.learning.folds import component_folds, group_pairs
+from pss_ops.learning.mining import hard_negatives, random_negatives
+from pss_ops.learning.pairs import PairSet
 from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, prepare_training_data, with_part_number_negatives
 from pss_ops.learning.train import TrainingConfig, train_siamese
 from pss_ops.quality.metrics import recall_at_precision

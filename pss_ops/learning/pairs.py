@@ -1,25 +1,29 @@
-"""Training pairs for the SiameseNet: reading, mining, cleaning and splitting (paper §3.1.3, §5.1.2)."""
+"""Labelled training pairs: the PairSet record, its fingerprint, reading pairs CSVs and parsing pair sources."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import pandas as pd
 
 from pss_ops import storage
-from pss_ops.config import AppConfig, feature_name
 
 POSITIVE = 1
 NEGATIVE = 0
-# Pairs whose per-block cosines are computed at once while cleaning (bounds the gathered rows' memory).
-_CLEAN_CHUNK = 65_536
+# The task of a pair source that names none (`pss train --pairs matches.csv`).
+DEFAULT_TASK = "labelled"
+# A task name holds no ':', '/' or whitespace, so the text after a URI's last colon is a task only when it fits.
+_TASK_NAME = r"[^:/\s]+"
+# A pair source with an explicit task, as a JSON-schema pattern (the training DAG's `pairs` param).
+PAIR_SOURCE_PATTERN = rf"^.+:{_TASK_NAME}$"
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +127,31 @@ def _id_array(values: Any) -> np.ndarray:
     return array
 
 
+def item_rows(ids: Sequence[str]) -> dict[str, int]:
+    """Each item id's row number; ValueError naming the first repeated id."""
+    row: dict[str, int] = {}
+    for index, item in enumerate(ids):
+        if row.setdefault(item, index) != index:
+            raise ValueError(f"item ids must be unique, {item!r} is repeated")
+    return row
+
+
+def rows_of(row: Mapping[str, int], ids: Iterable[str]) -> np.ndarray:
+    """Row numbers of the ids (int64); ValueError naming the first id without a row."""
+    out = []
+    for item in ids:
+        index = row.get(item)
+        if index is None:
+            raise ValueError(f"no vector for item {item!r}")
+        out.append(index)
+    return np.asarray(out, dtype=np.int64)
+
+
+def is_missing(value: Any) -> bool:
+    """True for None and NaN: an attribute or group value that is unknown."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def read_pairs(uri: str, task: str) -> PairSet:
     """Read id_a,id_b[,label] CSV (local or s3://); without a label column every pair is a positive."""
     try:
@@ -155,383 +184,22 @@ def read_pairs(uri: str, task: str) -> PairSet:
     return PairSet(task, id_a.to_numpy(dtype=object), id_b.to_numpy(dtype=object), label)
 
 
-def feature_blocks(vectors: np.ndarray, config: AppConfig) -> dict[str, np.ndarray]:
-    """Split compound rows into their per-feature blocks (config order), each row re-normalised; zero rows stay zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != config.dim:
-        raise ValueError(f"expected compound vectors of shape (n, {config.dim}), got {vectors.shape}")
-    blocks: dict[str, np.ndarray] = {}
-    start = 0
-    for feature in config.features:
-        block = vectors[:, start : start + feature.dim]
-        start += feature.dim
-        norms = np.linalg.norm(block, axis=1, keepdims=True)
-        blocks[feature_name(feature)] = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
-    return blocks
+def parse_pair_source(value: str, *, base: str | Path | None = None, default_task: str | None = DEFAULT_TASK) -> tuple[str, str]:
+    """'<pairs.csv>[:<task>]' as (uri, task), a relative local uri resolved against base when one is given.
 
-
-@dataclass(frozen=True, eq=False)
-class FeatureBlocks:
-    """Per-feature unit vectors of a set of items, looked up by item id (the input of clean_pairs)."""
-
-    ids: tuple[str, ...]
-    blocks: Mapping[str, np.ndarray]
-    _row: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        ids = tuple(self.ids)
-        if not self.blocks:
-            raise ValueError("FeatureBlocks needs at least one block")
-        for name, block in self.blocks.items():
-            if block.ndim != 2 or block.shape[0] != len(ids):
-                raise ValueError(f"block {name!r} has shape {block.shape}, expected ({len(ids)}, dim)")
-        object.__setattr__(self, "ids", ids)
-        object.__setattr__(self, "_row", _row_lookup(ids))
-
-    @classmethod
-    def from_compound(cls, ids: Sequence[str], vectors: np.ndarray, config: AppConfig) -> FeatureBlocks:
-        """The blocks of compound vectors (rows aligned with ids), split by the config's features."""
-        return cls(tuple(ids), feature_blocks(vectors, config))
-
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Row numbers of the ids; ValueError naming the first id without vectors."""
-        return _rows_of(self._row, ids)
-
-
-def _row_lookup(ids: Sequence[str]) -> dict[str, int]:
-    row: dict[str, int] = {}
-    for index, item in enumerate(ids):
-        if row.setdefault(item, index) != index:
-            raise ValueError(f"item ids must be unique, {item!r} is repeated")
-    return row
-
-
-def _rows_of(row: Mapping[str, int], ids: Iterable[str]) -> np.ndarray:
-    out = []
-    for item in ids:
-        index = row.get(item)
-        if index is None:
-            raise ValueError(f"no vector for item {item!r}")
-        out.append(index)
-    return np.asarray(out, dtype=np.int64)
-
-
-def _partners(positives: PairSet) -> dict[str, set[str]]:
-    """Every item's known similar items, in both directions."""
-    partners: dict[str, set[str]] = {}
-    for a, b in zip(positives.id_a.tolist(), positives.id_b.tolist()):
-        partners.setdefault(a, set()).add(b)
-        partners.setdefault(b, set()).add(a)
-    return partners
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _require_positive(positives: PairSet) -> None:
-    if len(positives) and not (positives.label == POSITIVE).all():
-        raise ValueError(f"task {positives.task!r}: negatives are mined from positives only; pass pairs.positives")
-
-
-def hard_negatives(
-    positives: PairSet,
-    ids: Sequence[str],
-    vectors: np.ndarray,
-    *,
-    per_positive: int = 5,
-    candidates: int = 50,
-    exclude_same: np.ndarray | None = None,
-) -> PairSet:
-    """Negatives from each positive's id_a to its nearest items by inner product that are not known partners.
-
-    An id_a with m positives gets up to m * per_positive negatives among its `candidates` nearest items (self excluded).
-    With exclude_same (an attribute per item, aligned with ids) a neighbour is used only if both values are known and
-    differ, as post_filter.different would let it through; a negative the service can never return teaches nothing.
-    Ties are broken by item order and an unordered pair is emitted once, so the result is deterministic.
+    The task is the text after the last colon unless that text holds a '/' ('s3://bucket/pairs.csv' names none);
+    a source naming no task gets default_task, or is refused when default_task is None.
     """
-    _require_positive(positives)
-    if per_positive < 1 or candidates < 1:
-        raise ValueError(f"per_positive and candidates must be at least 1, got {per_positive} and {candidates}")
-    ids = list(ids)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-        raise ValueError(f"expected {len(ids)} vector rows (one per id), got shape {vectors.shape}")
-    if exclude_same is not None and len(exclude_same) != len(ids):
-        raise ValueError(f"exclude_same has {len(exclude_same)} values for {len(ids)} ids")
-    row = _row_lookup(ids)
-    queries = list(dict.fromkeys(positives.id_a.tolist()))
-    query_rows = _rows_of(row, queries)
-    if not len(queries):
-        return PairSet.empty(positives.task)
-    wanted = {q: 0 for q in queries}
-    for a in positives.id_a.tolist():
-        wanted[a] += per_positive
-    partners = _partners(positives)
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    k = min(candidates + 1, len(ids))  # +1: the query itself is usually its own nearest neighbour
-    scores, neighbours = index.search(vectors[query_rows], k)
-    attribute = None if exclude_same is None else np.asarray(exclude_same, dtype=object)
-
-    emitted: set[tuple[str, str]] = set()
-    out: list[tuple[str, str, int]] = []
-    for query, query_row, score_row, neighbour_row in zip(queries, query_rows, scores, neighbours):
-        valid = neighbour_row >= 0
-        score_row, neighbour_row = score_row[valid], neighbour_row[valid]
-        # Highest score first, ties by catalog row: independent of faiss's tie order.
-        order = np.lexsort((neighbour_row, -score_row))
-        known = partners.get(query, set())
-        taken = 0
-        for candidate_row in neighbour_row[order].tolist():
-            if taken == wanted[query]:
-                break
-            candidate = ids[candidate_row]
-            if candidate_row == query_row or candidate in known:
-                continue
-            if attribute is not None:
-                mine, theirs = attribute[query_row], attribute[candidate_row]
-                if _is_null(mine) or _is_null(theirs) or mine == theirs:
-                    continue
-            key = (query, candidate) if query < candidate else (candidate, query)
-            if key in emitted:
-                continue
-            emitted.add(key)
-            out.append((query, candidate, NEGATIVE))
-            taken += 1
-    return PairSet.from_rows(positives.task, out)
+    text = value.strip()
+    uri, colon, task = text.rpartition(":")
+    if not colon or "/" in task:
+        uri, task = text, default_task or ""
+    if not uri or not re.fullmatch(_TASK_NAME, task):
+        form = "'<pairs.csv>:<task>'" if default_task is None else "'<pairs.csv>' or '<pairs.csv>:<task>'"
+        raise ValueError(f"pairs entry {value!r} must be {form}, e.g. 'matches.csv:labelled' (a task holds no ':', '/' or spaces)")
+    return (storage.resolve(uri, base) if base is not None else uri), task
 
 
-def random_negatives(positives: PairSet, ids: Sequence[str], *, ratio: float = 5.0, seed: int) -> PairSet:
-    """round(ratio * len(positives)) negatives anchored on the positives' id_a, partners uniform over ids.
-
-    Every positive anchors floor(ratio) negatives, a seeded random subset one more; a partner is never the anchor,
-    one of its known partners (either direction) or a pair already drawn (in either order).
-    """
-    _require_positive(positives)
-    if not (ratio >= 0 and math.isfinite(ratio)):
-        raise ValueError(f"ratio must be a finite non-negative number, got {ratio}")
-    ids = list(ids)
-    row = _row_lookup(ids)
-    _rows_of(row, positives.id_a.tolist())  # every anchor must be a known item
-    total = round(ratio * len(positives))
-    if total == 0:
-        return PairSet.empty(positives.task)
-    rng = np.random.default_rng(seed)
-    per_row = np.full(len(positives), total // len(positives), dtype=np.int64)
-    per_row[rng.permutation(len(positives))[: total % len(positives)]] += 1
-    partners = _partners(positives)
-    drawn: dict[str, set[str]] = {}
-    out: list[tuple[str, str, int]] = []
-    for anchor, count in zip(positives.id_a.tolist(), per_row.tolist()):
-        excluded = partners.get(anchor, set()) | drawn.get(anchor, set()) | {anchor}
-        available = len(ids) - sum(1 for item in excluded if item in row)
-        if count > available:
-            raise ValueError(f"task {positives.task!r}: item {anchor!r} has only {available} possible random negatives, {count} wanted")
-        for _ in range(count):
-            while True:
-                candidate = ids[int(rng.integers(len(ids)))]
-                if candidate not in excluded:
-                    break
-            excluded.add(candidate)
-            drawn.setdefault(anchor, set()).add(candidate)
-            drawn.setdefault(candidate, set()).add(anchor)
-            out.append((anchor, candidate, NEGATIVE))
-    return PairSet.from_rows(positives.task, out)
-
-
-def _triangle_pair(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode indices of the strict upper triangle of a size x size matrix (row-major) into (i, j), i < j."""
-    index = index.astype(np.int64)
-    n = np.int64(size)
-    i = n - 2 - np.floor(np.sqrt(-8 * index + 4 * n * (n - 1) - 7) / 2.0 - 0.5).astype(np.int64)
-    # Float rounding can land one row off for huge groups; nudge to the row whose range holds the index.
-    for _ in range(2):
-        start = i * (2 * n - i - 1) // 2
-        i = np.where(index < start, i - 1, np.where(index >= start + (n - 1 - i), i + 1, i))
-    start = i * (2 * n - i - 1) // 2
-    j = index - start + i + 1
-    return i, j
-
-
-def group_pairs(
-    ids: Sequence[str],
-    groups: Sequence[Hashable | None],
-    *,
-    task: str,
-    max_pairs_per_group: int = 100,
-    seed: int = 0,
-) -> PairSet:
-    """Positives between members of one group (e.g. a WDC cluster_id or a catalog's product-group column).
-
-    Items whose group is null (None/NaN/"") pair with nobody. A group with more than max_pairs_per_group member pairs
-    contributes a seeded uniform sample of them. id_a precedes id_b in ids order; groups come in order of first member.
-    """
-    if max_pairs_per_group < 1:
-        raise ValueError(f"max_pairs_per_group must be at least 1, got {max_pairs_per_group}")
-    ids = list(ids)
-    if len(groups) != len(ids):
-        raise ValueError(f"got {len(groups)} groups for {len(ids)} ids")
-    _row_lookup(ids)
-    members: dict[Hashable, list[int]] = {}
-    for position, group in enumerate(groups):
-        if _is_null(group) or group == "":
-            continue
-        members.setdefault(group, []).append(position)
-    rng = np.random.default_rng(seed)
-    a_parts: list[np.ndarray] = []
-    b_parts: list[np.ndarray] = []
-    for rows in members.values():
-        size = len(rows)
-        count = size * (size - 1) // 2
-        if count == 0:
-            continue
-        if count <= max_pairs_per_group:
-            i, j = np.triu_indices(size, k=1)
-        else:
-            i, j = _triangle_pair(np.sort(rng.choice(count, size=max_pairs_per_group, replace=False)), size)
-        member_rows = np.asarray(rows, dtype=np.int64)
-        a_parts.append(member_rows[i])
-        b_parts.append(member_rows[j])
-    if not a_parts:
-        return PairSet.empty(task)
-    id_array = np.asarray(ids, dtype=object)
-    a = np.concatenate(a_parts)
-    b = np.concatenate(b_parts)
-    return PairSet(task, id_array[a], id_array[b], np.ones(len(a), dtype=np.int8))
-
-
-@dataclass(frozen=True)
-class CleaningReport:
-    """What clean_pairs kept and dropped, per label, and the thresholds it used."""
-
-    task: str
-    positive_min: float
-    negative_max: float
-    positives_kept: int
-    positives_dropped: int
-    negatives_kept: int
-    negatives_dropped: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as a JSON-able dict."""
-        return dict(self.__dict__)
-
-
-def pair_cosines(pairs: PairSet, blocks_by_id: FeatureBlocks) -> dict[str, np.ndarray]:
-    """Per feature block, the cosine of each pair's two items (0 when either has no such feature)."""
-    rows_a = blocks_by_id.rows_of(pairs.id_a)
-    rows_b = blocks_by_id.rows_of(pairs.id_b)
-    cosines: dict[str, np.ndarray] = {}
-    for name, block in blocks_by_id.blocks.items():
-        out = np.empty(len(pairs), dtype=np.float64)
-        for start in range(0, len(pairs), _CLEAN_CHUNK):
-            a = block[rows_a[start : start + _CLEAN_CHUNK]].astype(np.float64)
-            b = block[rows_b[start : start + _CLEAN_CHUNK]].astype(np.float64)
-            out[start : start + len(a)] = np.einsum("ij,ij->i", a, b)
-        cosines[name] = out
-    return cosines
-
-
-def clean_pairs(
-    pairs: PairSet,
-    blocks_by_id: FeatureBlocks,
-    *,
-    positive_min: float = 0.6,
-    negative_max: float = 0.8,
-) -> tuple[PairSet, CleaningReport]:
-    """Paper §3.1.3: drop positives with cosine < positive_min on every block and negatives > negative_max on every block.
-
-    A positive similar on at least one feature (say the title, not the image) is kept, and so is a negative that
-    differs on at least one. A missing feature (zero block) has cosine 0. Any id without vectors raises ValueError.
-    """
-    for name, value in (("positive_min", positive_min), ("negative_max", negative_max)):
-        if not -1.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a cosine in [-1, 1], got {value}")
-    if not len(pairs):
-        return pairs, CleaningReport(pairs.task, positive_min, negative_max, 0, 0, 0, 0)
-    cosines = np.stack(list(pair_cosines(pairs, blocks_by_id).values()), axis=1)
-    positive = pairs.label == POSITIVE
-    drop = np.where(positive, (cosines < positive_min).all(axis=1), (cosines > negative_max).all(axis=1))
-    report = CleaningReport(
-        task=pairs.task,
-        positive_min=float(positive_min),
-        negative_max=float(negative_max),
-        positives_kept=int((positive & ~drop).sum()),
-        positives_dropped=int((positive & drop).sum()),
-        negatives_kept=int((~positive & ~drop).sum()),
-        negatives_dropped=int((~positive & drop).sum()),
-    )
-    return pairs.take(~drop), report
-
-
-def holdout_queries(queries: Iterable[str], *, holdout_fraction: float, seed: int) -> set[str]:
-    """A seeded random round(fraction * n) of the distinct queries (at least one, never all, when 0 < fraction and n > 1)."""
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    distinct = sorted(set(queries))  # sorted: the split does not depend on row order
-    if holdout_fraction == 0 or len(distinct) < 2:
-        return set()
-    count = min(max(1, round(holdout_fraction * len(distinct))), len(distinct) - 1)
-    order = np.random.default_rng(seed).permutation(len(distinct))[:count]
-    return {distinct[i] for i in order.tolist()}
-
-
-def split_by_query(pairs: PairSet, *, holdout_fraction: float, seed: int) -> tuple[PairSet, PairSet]:
-    """(train, holdout) split by id_a: every pair of a query item lands on one side; row order is kept."""
-    held = holdout_queries(pairs.id_a.tolist(), holdout_fraction=holdout_fraction, seed=seed)
-    mask = np.fromiter((a in held for a in pairs.id_a.tolist()), dtype=bool, count=len(pairs))
-    return pairs.take(~mask), pairs.take(mask)
-
-
-def component_folds(
-    pairs: PairSet, *, folds: int, groups: Mapping[str, Hashable | None] | None = None
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Cross-validation folds in which no item, and no group (e.g. WDC cluster_id), appears in two folds.
-
-    Items joined by any pair, or sharing a non-null group, form one connected component; components are dealt,
-    largest first, to the fold with the fewest pairs so far. Splitting by query item alone would leak: in WDC
-    every offer of a product is paired with several others, so a held-out pair's items would also be in training.
-    Returns each pair's fold and each item's fold (items only in groups included).
-    """
-    if folds < 2:
-        raise ValueError(f"folds must be at least 2, got {folds}")
-    parent: dict[str, str] = {}
-
-    def find(item: str) -> str:
-        parent.setdefault(item, item)
-        while parent[item] != item:
-            parent[item] = parent[parent[item]]
-            item = parent[item]
-        return item
-
-    for a, b in zip(pairs.id_a.tolist(), pairs.id_b.tolist()):
-        parent[find(a)] = find(b)
-    first_of_group: dict[Hashable, str] = {}
-    for item, group in (groups or {}).items():
-        find(item)
-        if _is_null(group) or group == "":
-            continue
-        if group in first_of_group:
-            parent[find(item)] = find(first_of_group[group])
-        else:
-            first_of_group[group] = item
-    component_of_pair = [find(a) for a in pairs.id_a.tolist()]
-    sizes: dict[str, int] = {}
-    for component in component_of_pair:
-        sizes[component] = sizes.get(component, 0) + 1
-    for item in list(parent):
-        sizes.setdefault(find(item), 0)
-    if len(sizes) < folds:
-        raise ValueError(f"only {len(sizes)} connected components, fewer than {folds} folds")
-    load = [0] * folds
-    fold_of_component: dict[str, int] = {}
-    # Largest first, ties by component id: deterministic for the same pairs.
-    for component, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
-        target = min(range(folds), key=lambda f: (load[f], f))
-        fold_of_component[component] = target
-        load[target] += size
-    pair_fold = np.array([fold_of_component[c] for c in component_of_pair], dtype=np.int64)
-    item_fold = {item: fold_of_component[find(item)] for item in parent}
-    return pair_fold, item_fold
+def format_pair_source(uri: str, task: str) -> str:
+    """The '<uri>:<task>' text that parse_pair_source reads back."""
+    return f"{uri}:{task}"

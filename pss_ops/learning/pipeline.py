@@ -16,16 +16,12 @@ from pss_ops.catalog.validate import read_catalog, validate_catalog
 from pss_ops.config import AppConfig
 from pss_ops.features.compound import compound_vectors, input_columns
 from pss_ops.learning import part_numbers
-from pss_ops.learning.pairs import (
-    NEGATIVE,
-    FeatureBlocks,
-    PairSet,
-    clean_pairs,
-    hard_negatives,
-    random_negatives,
-    read_pairs,
-    split_by_query,
-)
+from pss_ops.learning.folds import split_by_query
+from pss_ops.learning.mining import FeatureBlocks, clean_pairs, hard_negatives, random_negatives
+from pss_ops.learning.pairs import NEGATIVE, PairSet, format_pair_source, read_pairs
+
+# Re-exported: cli._train imports it from here (its one definition is in pairs.py).
+from pss_ops.learning.pairs import parse_pair_source as parse_pair_source
 from pss_ops.learning.registry import save_model
 from pss_ops.learning.train import TrainingConfig, model_spec, train_siamese
 from pss_ops.quality.metrics import recall_at_precision
@@ -34,14 +30,6 @@ from pss_ops.timing import timed
 log = logging.getLogger(__name__)
 
 RECALL_KS = (1, 5, 10)
-
-
-def parse_pair_source(value: str) -> tuple[str, str]:
-    """'path/to/pairs.csv:task' → (uri, task); the task defaults to 'labelled'."""
-    uri, sep, task = value.rpartition(":")
-    if not sep or "/" in task or not task:
-        return value, "labelled"
-    return uri, task
 
 
 def _known(pairs: PairSet, ids: set[str], source: str) -> PairSet:
@@ -248,7 +236,7 @@ def train_model(
         "registry_uri": registry_uri,
         "compound_model_id": config.compound_model_id,
         "catalog": catalog_uri,
-        "pairs": [f"{uri}:{task}" for uri, task in pair_sources],
+        "pairs": [format_pair_source(uri, task) for uri, task in pair_sources],
         "holdout_fraction": holdout_fraction,
         "training": training_report.as_dict(),
         "training_config": training.model_dump(mode="json"),

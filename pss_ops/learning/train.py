@@ -14,8 +14,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pss_ops.config import AppConfig
+from pss_ops.learning.folds import split_by_query
 from pss_ops.learning.model import ModelSpec, SiameseNet, contrastive_loss, multitask_loss
-from pss_ops.learning.pairs import POSITIVE, PairSet, pairs_fingerprint, split_by_query
+from pss_ops.learning.pairs import POSITIVE, PairSet, item_rows, pairs_fingerprint
 
 # Validation pairs scored per forward pass.
 _EVAL_BATCH = 8192
@@ -193,10 +194,7 @@ def train_siamese(
         raise ValueError(f"expected {len(ids)} vector rows (one per id), got shape {features_np.shape}")
     if not np.isfinite(features_np).all():
         raise ValueError("vectors contain NaN or infinite values")
-    row: dict[str, int] = {}
-    for index, item in enumerate(ids):
-        if row.setdefault(item, index) != index:
-            raise ValueError(f"item ids must be unique, {item!r} is repeated")
+    row = item_rows(ids)
     weights = config.weights_for(list(tasks))
 
     train_pairs: dict[str, PairSet] = {}

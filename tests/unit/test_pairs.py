@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,19 +14,9 @@ import pytest
 from pss_ops.config import parse_config
 from pss_ops.features.compound import compound_vectors
 from pss_ops.features.lexical import char_ngram_vectors
-from pss_ops.learning.pairs import (
-    FeatureBlocks,
-    PairSet,
-    clean_pairs,
-    component_folds,
-    feature_blocks,
-    group_pairs,
-    hard_negatives,
-    pairs_fingerprint,
-    random_negatives,
-    read_pairs,
-    split_by_query,
-)
+from pss_ops.learning.folds import component_folds, group_pairs, split_by_query
+from pss_ops.learning.mining import FeatureBlocks, clean_pairs, feature_blocks, hard_negatives, random_negatives
+from pss_ops.learning.pairs import PAIR_SOURCE_PATTERN, PairSet, format_pair_source, pairs_fingerprint, parse_pair_source, read_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "amazon_google"
 TWO_BLOCKS = parse_config(
@@ -136,6 +127,44 @@ def test_read_pairs_errors_name_file_column_row(tmp_path: Path, text: str, patte
     with pytest.raises(ValueError, match=pattern) as err:
         read_pairs(str(path), "t")
     assert "bad_pairs.csv" in str(err.value)
+
+
+# --- parse_pair_source --------------------------------------------------------------------------------------
+
+
+def test_parse_pair_source_reads_the_task_after_the_last_colon(tmp_path: Path) -> None:
+    assert parse_pair_source("pairs/m.csv:clicks") == ("pairs/m.csv", "clicks")
+    assert parse_pair_source("s3://b/m.csv:clicks") == ("s3://b/m.csv", "clicks")
+    # No task: the default, also when the only colon is the URI scheme's.
+    assert parse_pair_source("m.csv") == ("m.csv", "labelled")
+    assert parse_pair_source("s3://b/m.csv") == ("s3://b/m.csv", "labelled")
+    assert parse_pair_source(" m.csv:x ", default_task="other") == ("m.csv", "x")
+    # A base resolves relative local paths only.
+    assert parse_pair_source("pairs/m.csv:clicks", base=tmp_path) == (str(tmp_path / "pairs" / "m.csv"), "clicks")
+    assert parse_pair_source("s3://b/m.csv:clicks", base=tmp_path) == ("s3://b/m.csv", "clicks")
+    assert parse_pair_source(format_pair_source(str(tmp_path / "m.csv"), "t")) == (str(tmp_path / "m.csv"), "t")
+
+
+@pytest.mark.parametrize("value", ["m.csv:", ":labelled", "", "m.csv:two words"])
+def test_parse_pair_source_refuses_malformed_entries(value: str) -> None:
+    with pytest.raises(ValueError, match=r"pairs entry .* must be '<pairs.csv>' or '<pairs.csv>:<task>'"):
+        parse_pair_source(value)
+
+
+@pytest.mark.parametrize("value", ["m.csv", "s3://b/m.csv", ":labelled", "m.csv:"])
+def test_parse_pair_source_without_a_default_needs_a_task(value: str) -> None:
+    with pytest.raises(ValueError, match=r"must be '<pairs.csv>:<task>'"):
+        parse_pair_source(value, default_task=None)
+
+
+def test_pair_source_pattern_accepts_exactly_what_the_strict_parser_accepts() -> None:
+    for value in ["m.csv:labelled", "s3://b/m.csv:clicks", "m.csv", "s3://b/m.csv", ":labelled", "m.csv:", "m.csv:a b"]:
+        try:
+            parse_pair_source(value, default_task=None)
+            parsed = True
+        except ValueError:
+            parsed = False
+        assert bool(re.search(PAIR_SOURCE_PATTERN, value)) == parsed, value
 
 
 # --- feature_blocks -----------------------------------------------------------------------------------------

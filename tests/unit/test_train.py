@@ -14,8 +14,10 @@ from pydantic import ValidationError
 
 from pss_ops.config import parse_config
 from pss_ops.features.lexical import char_ngram_vectors
+from pss_ops.learning.folds import split_by_query
+from pss_ops.learning.mining import random_negatives
 from pss_ops.learning.model import SiameseNet, contrastive_loss
-from pss_ops.learning.pairs import PairSet, pairs_fingerprint, random_negatives, split_by_query
+from pss_ops.learning.pairs import PairSet, pairs_fingerprint
 from pss_ops.learning.registry import load_model, save_model
 from pss_ops.learning.train import TrainingConfig, deterministic, model_spec, train_siamese
 
