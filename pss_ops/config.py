@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 TEXT_MODELS = {"all-MiniLM-L6-v2": 384}
 VECTOR_COLUMNS = ("image_vector", "behavior_vector")
-# Columns the catalog contract gives a fixed meaning; anything else is a free attribute.
-RESERVED_COLUMNS = ("item_id", "title", "category", "description", "brand", "price", *VECTOR_COLUMNS)
-TEXT_FIELDS = ("title", "description", "brand")
+# The catalog's text columns a feature may read.
+TextField = Literal["title", "description", "brand"]
 
 
 class ConfigError(ValueError):
@@ -31,7 +30,7 @@ class TextEmbeddingFeature(_Strict):
     type: Literal["text_embedding"]
     name: str = "title_embedding"
     model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
-    fields: tuple[Literal["title", "description", "brand"], ...] = ("title",)
+    fields: tuple[TextField, ...] = ("title",)
     weight: float = Field(1.0, gt=0)
     batch_size: int = Field(64, ge=1, le=4096)
     max_chars: int = Field(512, ge=16)
@@ -46,7 +45,7 @@ class CharNgramFeature(_Strict):
 
     type: Literal["char_ngram"]
     name: str = "lexical"
-    fields: tuple[Literal["title", "description", "brand"], ...] = ("title",)
+    fields: tuple[TextField, ...] = ("title",)
     ngram_min: int = Field(3, ge=1, le=10)
     ngram_max: int = Field(5, ge=1, le=10)
     dims: int = Field(2048, ge=16, le=1 << 20)
@@ -72,7 +71,7 @@ class ModelTokenFeature(_Strict):
 
     type: Literal["model_tokens"]
     name: str = "model_tokens"
-    fields: tuple[Literal["title", "description", "brand"], ...] = ("title",)
+    fields: tuple[TextField, ...] = ("title",)
     dims: int = Field(4096, ge=16, le=1 << 20)
     weight: float = Field(0.5, gt=0)
 
