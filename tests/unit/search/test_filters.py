@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pss_ops.config import PostFilterConfig
-from pss_ops.search.filters import filter_mask, rank_top_k
+from pss_ops.config import PostFilterConfig, parse_config
+from pss_ops.search.filters import allowed_pairs, candidates_per_query, filter_mask, rank_top_k
 from tests.unit.conftest import Stepped, queried_table
 
 
@@ -68,3 +68,41 @@ def test_rank_top_k_contiguous_and_first_survivors(stepped: Stepped) -> None:
     assert sizes.max() <= k and (sizes < k).any()  # the floor leaves some queries short
     for _, group in frame.groupby("query_item_id", sort=False):
         assert group["rank"].tolist() == list(range(1, len(group) + 1))
+
+
+def test_allowed_pairs_gives_the_filter_masks_verdicts_pairwise(stepped: Stepped) -> None:
+    # The summary's exact recall scores (query × catalog) pairs with allowed_pairs, the post-filter scores
+    # candidate rows with filter_mask: on the same pairs, the two must agree rule for rule.
+    table = queried_table(stepped).slice(0, 600)
+    rules = PostFilterConfig(different=("seller",), min_score=float(np.median(table.column("score").to_numpy())))
+    survive, _ = filter_mask(table, rules)
+    queries = pa.table({"item_id": table.column("query_item_id"), "seller": table.column("q_seller")})
+    candidates = pa.table({"item_id": table.column("candidate_item_id"), "seller": table.column("c_seller")})
+    scores = np.tile(table.column("score").to_numpy(), (table.num_rows, 1))
+    pairwise = allowed_pairs(rules, queries, candidates, scores)
+    assert np.array_equal(np.diagonal(pairwise), survive)
+    assert 0 < survive.sum() < len(survive)
+
+
+def test_allowed_pairs_excludes_the_query_itself_and_nulls() -> None:
+    queries = pa.table({"item_id": ["a", "b"], "seller": ["s1", None]})
+    candidates = pa.table({"item_id": ["a", "b", "c"], "seller": ["s2", "s1", "s1"]})
+    scores = np.full((2, 3), 0.5)
+    assert allowed_pairs(PostFilterConfig(different=("seller",)), queries, candidates, scores).tolist() == [
+        [False, False, False],  # a itself; then the same seller twice
+        [False, False, False],  # b's seller is NULL: it proves no difference
+    ]
+    assert allowed_pairs(PostFilterConfig(), queries, candidates, scores).tolist() == [[False, True, True], [True, False, True]]
+
+
+def test_an_attribute_in_both_rules_passes_neither() -> None:
+    # The service applies every rule in turn; a config naming one attribute in same and different keeps nothing.
+    table = pa.table({"score": [0.9, 0.8], "q_color": ["red", "red"], "c_color": ["red", "blue"]})
+    survive, removed = filter_mask(table, PostFilterConfig(same=("color",), different=("color",)))
+    assert survive.tolist() == [False, False]
+    assert removed == {"min_score": 0, "same:color": 1, "different:color": 1}
+
+
+def test_candidates_per_query_over_fetches_k() -> None:
+    config = parse_config({"application": "a", "features": [{"type": "char_ngram"}], "k": 7, "post_filter": {"candidate_multiplier": 3}})
+    assert candidates_per_query(config) == 21
