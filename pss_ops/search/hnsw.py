@@ -27,6 +27,9 @@ def write_index(uri: str, index: faiss.Index) -> None:
     storage.write_bytes(uri, faiss.serialize_index(index).tobytes())
 
 
-def load_index(uri: str) -> faiss.Index:
-    """Deserialise an index written by write_index."""
-    return faiss.deserialize_index(np.frombuffer(storage.read_bytes(uri), dtype=np.uint8))
+def load_index(uri: str) -> faiss.IndexHNSWFlat:
+    """Deserialise an index written by write_index (faiss hands back the concrete HNSW class)."""
+    index = faiss.deserialize_index(np.frombuffer(storage.read_bytes(uri), dtype=np.uint8))
+    if not isinstance(index, faiss.IndexHNSWFlat):
+        raise ValueError(f"{uri} holds a {type(index).__name__}, not the HNSW index build_index writes")
+    return index
