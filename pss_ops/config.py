@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -264,9 +265,7 @@ class AppConfig(_Strict):
     @property
     def compound_model_id(self) -> str:
         """Content id of the compound embedding: changes when any feature or weight changes."""
-        spec = [f.model_dump(mode="json", exclude={"batch_size"}) for f in self.features]
-        digest = hashlib.sha256(json.dumps({"compound/v1": spec}, sort_keys=True).encode()).hexdigest()
-        return f"compound-{digest[:16]}"
+        return compound_id(feature_spec(self.features))
 
     @property
     def model_id(self) -> str:
@@ -277,6 +276,19 @@ class AppConfig(_Strict):
 def feature_name(feature: TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature) -> str:
     """A feature's display name, defaulting to its column for precomputed vectors."""
     return feature.name or getattr(feature, "column", feature.type)
+
+
+def feature_spec(
+    features: Iterable[TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature],
+) -> tuple[dict[str, Any], ...]:
+    """The features as JSON-able dicts: the content of a compound embedding (batch_size only sets throughput)."""
+    return tuple(f.model_dump(mode="json", exclude={"batch_size"}) for f in features)
+
+
+def compound_id(spec: Iterable[dict[str, Any]]) -> str:
+    """The content id of the compound embedding of a feature_spec; a learned model's spec records the same one."""
+    digest = hashlib.sha256(json.dumps({"compound/v1": list(spec)}, sort_keys=True).encode()).hexdigest()
+    return f"compound-{digest[:16]}"
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
