@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import OrderedDict
@@ -12,10 +11,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 from torch import nn
 
-from pss_ops.config import AppConfig, Feature
+from pss_ops.config import AppConfig, Feature, compound_id, feature_spec
+from pss_ops.learning.settings import SiameseArchitecture, SiameseSettings
 
 # Squared distances below this are clamped before the square root: sqrt has an infinite slope at 0.
 _MIN_SQUARED_DISTANCE = 1e-12
@@ -39,48 +39,45 @@ class SiameseNet(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        widths: Sequence[int] = (256, 256, 256, 256),
+        architecture: SiameseArchitecture | None = None,
         *,
-        last_activation: bool = False,
-        dropout: float = 0.0,
-        skip_weight: float = 0.0,
         feature_widths: Sequence[int] | None = None,
     ) -> None:
+        """A fresh network on input_dim-wide rows (default architecture: the paper's 4 x 256).
+
+        feature_widths, the widths of the input's compound feature blocks, is needed (and used) only when the
+        architecture learns feature weights.
+        """
         super().__init__()
-        widths = tuple(int(w) for w in widths)
-        if skip_weight < 0:
-            raise ValueError(f"skip_weight must be >= 0, got {skip_weight}")
+        # Only the architecture's fields: a TrainingConfig or ModelSpec may be passed, neither is kept.
+        self.architecture = (architecture or SiameseArchitecture()).architecture()
         if input_dim < 1:
             raise ValueError(f"input_dim must be at least 1, got {input_dim}")
-        if not widths or min(widths) < 1:
-            raise ValueError(f"widths must be a non-empty sequence of positive layer sizes, got {widths}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        feature_widths = tuple(int(w) for w in feature_widths) if feature_widths is not None else None
-        if feature_widths is not None and (min(feature_widths, default=0) < 1 or sum(feature_widths) != input_dim):
-            raise ValueError(f"feature_widths {feature_widths} must be positive and sum to input_dim {input_dim}")
         self.input_dim = int(input_dim)
-        self.widths = widths
-        self.last_activation = bool(last_activation)
-        self.dropout = float(dropout)
         # With a skip, the output is normalise(concat(skip_weight * input, learned)), both parts unit-length:
-        # with weight 1 the cosine is the mean of the compound's and the learned one. On 1,300 labelled pairs
-        # this kept the compound's recall@10 while the learned half lifted recall@1 (docs/experiments).
-        self.skip_weight = float(skip_weight)
-        # With feature_widths, one learned weight per compound feature block scales the input before both the
+        # with weight 1 the cosine is the mean of the compound's and the learned one, so the compound's ranking
+        # stays as a prior that the learned part adjusts instead of replacing it.
+        self.skip_weight = self.architecture.skip_weight
+        # With learned feature weights, one weight per compound feature block scales the input before both the
         # layers and the skip: the compound's hand-set weights become trainable, so a task can lean on the
-        # feature that decides its matches. The learned weights are readable (feature_weights()); what they
-        # did on our data is in BENCHMARKS.md.
-        self.feature_widths = feature_widths
-        if feature_widths is not None:
-            self.feature_log_weights = nn.Parameter(torch.zeros(len(feature_widths)))
-            self.register_buffer("_block_sizes", torch.tensor(feature_widths), persistent=False)
+        # feature that decides its matches. The learned weights are readable (feature_weights()).
+        self.feature_widths: tuple[int, ...] | None = None
+        if self.architecture.learn_feature_weights:
+            if feature_widths is None:
+                raise ValueError("learn_feature_weights needs the compound's feature_widths (e.g. [f.dim for f in app_config.features])")
+            widths = tuple(int(w) for w in feature_widths)
+            if min(widths, default=0) < 1 or sum(widths) != input_dim:
+                raise ValueError(f"feature_widths {widths} must be positive and sum to input_dim {input_dim}")
+            self.feature_widths = widths
+            self.feature_log_weights = nn.Parameter(torch.zeros(len(widths)))
+            self.register_buffer("_block_sizes", torch.tensor(widths), persistent=False)
         blocks = []
         previous = self.input_dim
-        for index, width in enumerate(widths):
-            last = index == len(widths) - 1
+        dropout = self.architecture.dropout
+        for index, width in enumerate(self.architecture.widths):
+            last = index == len(self.architecture.widths) - 1
             layers: OrderedDict[str, nn.Module] = OrderedDict(linear=nn.Linear(previous, width), norm=nn.BatchNorm1d(width))
-            if not last or self.last_activation:
+            if not last or self.architecture.last_activation:
                 layers["relu"] = nn.ReLU()
             if dropout > 0 and not last:
                 # Hidden layers only: dropping coordinates of the embedding itself would distort its norm.
@@ -92,7 +89,7 @@ class SiameseNet(nn.Module):
     @property
     def output_dim(self) -> int:
         """Width of the embedding."""
-        return self.widths[-1] + (self.input_dim if self.skip_weight > 0 else 0)
+        return self.architecture.widths[-1] + (self.input_dim if self.skip_weight > 0 else 0)
 
     def feature_weights(self) -> torch.Tensor | None:
         """The learned multiplier of each feature block (1 at initialisation), or None without them."""
@@ -130,12 +127,6 @@ class SiameseNet(nn.Module):
         finally:
             self.train(was_training)
         return out
-
-
-def pair_distances(h_i: torch.Tensor, h_j: torch.Tensor) -> torch.Tensor:
-    """L2 distance of each pair of rows; differentiable everywhere, also for identical rows."""
-    squared = (h_i - h_j).pow(2).sum(dim=1)
-    return squared.clamp_min(_MIN_SQUARED_DISTANCE).sqrt()
 
 
 def contrastive_loss(h_i: torch.Tensor, h_j: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
@@ -182,25 +173,15 @@ def multitask_loss(losses: Mapping[str, torch.Tensor], weights: Mapping[str, flo
 _FEATURES: TypeAdapter[Any] = TypeAdapter(Feature)
 
 
-def feature_spec(config: AppConfig) -> tuple[dict[str, Any], ...]:
-    """The compound features a model consumes, as JSON-able dicts (the part of the config the compound id hashes)."""
-    return tuple(f.model_dump(mode="json", exclude={"batch_size"}) for f in config.features)
+class ModelSpec(SiameseSettings):
+    """Everything that defines a trained SiameseNet besides its weights; all but created_at is content.
 
-
-class ModelSpec(BaseModel):
-    """Everything that defines a trained SiameseNet besides its weights; all but created_at is content."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    The architecture and margin fields are SiameseSettings'; content_json sorts keys, so where they are declared
+    does not change a model id.
+    """
 
     format: Literal["siamese/v1"] = "siamese/v1"
     input_dim: int = Field(ge=1)
-    widths: tuple[Annotated[int, Field(ge=1)], ...] = Field((256, 256, 256, 256), min_length=1)
-    last_activation: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
-    skip_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
-    # One trainable weight per feature block of the input (see SiameseNet.feature_widths).
-    learn_feature_weights: bool = False
-    margin: float = Field(1.0, gt=0, allow_inf_nan=False)
     # The compound config's features list: the model is only valid on that compound embedding.
     features: tuple[dict[str, Any], ...] = Field(min_length=1)
     # Fingerprint of the training pairs (e.g. a hash of the pair manifests).
@@ -213,8 +194,7 @@ class ModelSpec(BaseModel):
     @field_validator("features")
     @classmethod
     def _canonical_features(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
-        parsed = [_FEATURES.validate_python(feature) for feature in value]
-        return tuple(f.model_dump(mode="json", exclude={"batch_size"}) for f in parsed)
+        return feature_spec(_FEATURES.validate_python(feature) for feature in value)
 
     @model_validator(mode="after")
     def _features_match_input(self) -> ModelSpec:
@@ -226,13 +206,12 @@ class ModelSpec(BaseModel):
     @classmethod
     def for_config(cls, config: AppConfig, **fields: Any) -> ModelSpec:
         """A spec for a model on top of the config's compound embedding."""
-        return cls(input_dim=config.dim, features=feature_spec(config), **fields)
+        return cls(input_dim=config.dim, features=feature_spec(config.features), **fields)
 
     @property
     def compound_model_id(self) -> str:
-        """The id of the compound embedding the model consumes; equals AppConfig.model_id for the same features."""
-        digest = hashlib.sha256(json.dumps({"compound/v1": list(self.features)}, sort_keys=True).encode()).hexdigest()
-        return f"compound-{digest[:16]}"
+        """The id of the compound embedding the model consumes; equals AppConfig.compound_model_id for the same features."""
+        return compound_id(self.features)
 
     def content_json(self) -> str:
         """Canonical JSON of the content fields (everything but created_at); the registry hashes this."""
@@ -248,22 +227,8 @@ class ModelSpec(BaseModel):
 
     def build(self) -> SiameseNet:
         """A freshly initialised network with this spec's architecture."""
-        return SiameseNet(
-            self.input_dim,
-            self.widths,
-            last_activation=self.last_activation,
-            dropout=self.dropout,
-            skip_weight=self.skip_weight,
-            feature_widths=self.feature_widths,
-        )
+        return SiameseNet(self.input_dim, self, feature_widths=self.feature_widths)
 
     def describes(self, model: SiameseNet) -> bool:
         """True when the model has exactly this spec's architecture."""
-        return (model.input_dim, model.widths, model.last_activation, model.dropout, model.skip_weight, model.feature_widths) == (
-            self.input_dim,
-            tuple(self.widths),
-            self.last_activation,
-            self.dropout,
-            self.skip_weight,
-            self.feature_widths,
-        )
+        return (model.input_dim, model.architecture, model.feature_widths) == (self.input_dim, self.architecture(), self.feature_widths)

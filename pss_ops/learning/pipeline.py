@@ -23,7 +23,8 @@ from pss_ops.learning.pairs import NEGATIVE, PairSet, format_pair_source, read_p
 # Re-exported: cli._train imports it from here (its one definition is in pairs.py).
 from pss_ops.learning.pairs import parse_pair_source as parse_pair_source
 from pss_ops.learning.registry import save_model
-from pss_ops.learning.train import TrainingConfig, model_spec, train_siamese
+from pss_ops.learning.settings import TrainingConfig
+from pss_ops.learning.train import model_spec, train_siamese
 from pss_ops.quality.metrics import recall_at_precision
 from pss_ops.timing import timed
 

@@ -46,9 +46,8 @@ def save_model(model: SiameseNet, spec: ModelSpec, registry_uri: str) -> str:
     """
     if not spec.describes(model):
         raise ValueError(
-            f"the spec describes input_dim={spec.input_dim} widths={tuple(spec.widths)} last_activation={spec.last_activation} "
-            f"dropout={spec.dropout}, the model has input_dim={model.input_dim} widths={model.widths} "
-            f"last_activation={model.last_activation} dropout={model.dropout}"
+            f"the spec describes input_dim={spec.input_dim} {spec.architecture()!r} feature_widths={spec.feature_widths}, "
+            f"the model has input_dim={model.input_dim} {model.architecture!r} feature_widths={model.feature_widths}"
         )
     weights = weights_bytes(model)
     model_id = model_id_for(spec, weights)

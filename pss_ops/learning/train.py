@@ -7,56 +7,21 @@ import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from pss_ops.config import AppConfig
 from pss_ops.learning.folds import split_by_query
 from pss_ops.learning.model import ModelSpec, SiameseNet, contrastive_loss, multitask_loss
 from pss_ops.learning.pairs import POSITIVE, PairSet, item_rows, pairs_fingerprint
 
+# Declared in settings.py (importable without torch); cli and bench import it from here.
+from pss_ops.learning.settings import TrainingConfig as TrainingConfig
+
 # Validation pairs scored per forward pass.
 _EVAL_BATCH = 8192
-
-
-class TrainingConfig(BaseModel):
-    """Architecture and optimisation settings of one training run."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    widths: tuple[Annotated[int, Field(ge=1)], ...] = Field((256, 256, 256, 256), min_length=1)
-    last_activation: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
-    # > 0: the output concatenates the (weighted) compound input with the learned part; see SiameseNet.
-    skip_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
-    # Learn one weight per compound feature block (train_siamese then needs the blocks' widths).
-    learn_feature_weights: bool = False
-    margin: float = Field(1.0, gt=0, allow_inf_nan=False)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
-    weight_decay: float = Field(1e-5, ge=0, allow_inf_nan=False)
-    # Synthetic negatives per catalog item with a part number: a copy with one of its digits changed, trained as
-    # the "part_numbers" task (pss_ops.learning.part_numbers). 0 leaves them out.
-    part_number_negatives: int = Field(0, ge=0)
-    # alpha_t of eq. 2; tasks not listed weigh 1.
-    task_weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
-    # Fraction of each task's query items (id_a) held out for validation and early stopping; 0 disables both.
-    validation_fraction: float = Field(0.1, ge=0, lt=1)
-    # Epochs without a lower weighted validation loss before training stops.
-    patience: int = Field(5, ge=1)
-    seed: int = 0
-    device: str = "cpu"
-
-    def weights_for(self, tasks: Sequence[str]) -> dict[str, float]:
-        """alpha_t for every task (1 unless configured); unknown configured tasks raise ValueError."""
-        unknown = sorted(set(self.task_weights) - set(tasks))
-        if unknown:
-            raise ValueError(f"task_weights names unknown task(s) {', '.join(map(repr, unknown))}; tasks are {sorted(tasks)}")
-        return {task: float(self.task_weights.get(task, 1.0)) for task in tasks}
 
 
 @dataclass(frozen=True)
@@ -183,8 +148,6 @@ def train_siamese(
     """
     if not tasks:
         raise ValueError("train_siamese needs at least one task")
-    if config.learn_feature_weights and feature_widths is None:
-        raise ValueError("learn_feature_weights needs the compound's feature_widths (e.g. [f.dim for f in app_config.features])")
     for name, pairs in tasks.items():
         if name != pairs.task:
             raise ValueError(f"task {name!r} is given the pairs of task {pairs.task!r}")
@@ -228,14 +191,7 @@ def train_siamese(
     stale = 0
     epoch = 0
     with deterministic(config.seed):
-        model = SiameseNet(
-            features_np.shape[1],
-            config.widths,
-            last_activation=config.last_activation,
-            dropout=config.dropout,
-            skip_weight=config.skip_weight,
-            feature_widths=feature_widths if config.learn_feature_weights else None,
-        )
+        model = SiameseNet(features_np.shape[1], config, feature_widths=feature_widths)
         model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         if validate:
@@ -309,12 +265,7 @@ def model_spec(app_config: AppConfig, config: TrainingConfig, tasks: Mapping[str
     """The registry spec of a model trained by train_siamese on the app's compound embedding with these pairs."""
     return ModelSpec.for_config(
         app_config,
-        widths=config.widths,
-        last_activation=config.last_activation,
-        dropout=config.dropout,
-        skip_weight=config.skip_weight,
-        learn_feature_weights=config.learn_feature_weights,
-        margin=config.margin,
+        **config.siamese_settings(),
         training_data=pairs_fingerprint(tasks.values()),
         tasks=config.weights_for(list(tasks)),
     )

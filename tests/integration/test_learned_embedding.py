@@ -15,6 +15,7 @@ from pss_ops.features.compound import compound_vectors
 from pss_ops.features.embedded import read_vectors
 from pss_ops.learning.model import ModelSpec, SiameseNet
 from pss_ops.learning.registry import save_model
+from pss_ops.learning.settings import SiameseArchitecture
 from pss_ops.orchestration.run import run_pipeline
 from tests.conftest import SNAPSHOT, Subset
 
@@ -38,7 +39,7 @@ def _lexical_config(**extra: object) -> AppConfig:
 def registered(tmp_path: Path) -> tuple[str, str, SiameseNet]:
     """A small untrained-but-fixed SiameseNet over the lexical compound, saved to a registry."""
     torch.manual_seed(7)
-    model = SiameseNet(input_dim=128, widths=(64, 32)).eval()
+    model = SiameseNet(128, SiameseArchitecture(widths=(64, 32))).eval()
     spec = ModelSpec.for_config(_lexical_config(), widths=(64, 32), training_data="fixture", tasks={"labelled": 1.0})
     registry = str(tmp_path / "registry")
     return registry, save_model(model, spec, registry), model

@@ -15,6 +15,7 @@ import torch
 from pss_ops.config import parse_config
 from pss_ops.learning.model import ModelSpec, SiameseNet, contrastive_loss
 from pss_ops.learning.registry import SPEC_FILE, WEIGHTS_FILE, ModelRegistryError, list_models, load_model, save_model
+from pss_ops.learning.settings import SiameseArchitecture
 
 CONFIG = parse_config(
     {
@@ -154,7 +155,7 @@ def test_list_models_only_lists_complete_models(registry: str) -> None:
 
 def test_spec_must_describe_the_model(registry: str) -> None:
     with pytest.raises(ValueError, match=r"widths=\(32, 8\)"):
-        save_model(SiameseNet(24, (32, 8), dropout=0.1), SPEC, registry)
+        save_model(SiameseNet(24, SiameseArchitecture(widths=(32, 8), dropout=0.1)), SPEC, registry)
     assert list_models(registry) == []
 
 

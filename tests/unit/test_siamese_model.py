@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pss_ops.config import parse_config
-from pss_ops.learning.model import ModelSpec, SiameseNet, contrastive_loss, multitask_loss, pair_distances
+from pss_ops.config import load_config, parse_config
+from pss_ops.learning.model import ModelSpec, SiameseNet, contrastive_loss, multitask_loss
+from pss_ops.learning.settings import SiameseArchitecture, TrainingConfig
+from tests.conftest import EXAMPLE_CONFIG
 
 CONFIG = parse_config(
     {
@@ -77,6 +81,16 @@ def test_contrastive_loss_rejects_bad_input() -> None:
         contrastive_loss(torch.zeros((0, 2)), torch.zeros((0, 2)), torch.zeros(0), margin=1.0)
 
 
+def net(input_dim: int, widths: tuple[int, ...], *, feature_widths: tuple[int, ...] | None = None, **fields: Any) -> SiameseNet:
+    """A fresh SiameseNet of this architecture."""
+    return SiameseNet(input_dim, SiameseArchitecture(widths=widths, **fields), feature_widths=feature_widths)
+
+
+def distances(h_i: torch.Tensor, h_j: torch.Tensor) -> torch.Tensor:
+    """L2 distance of each pair of rows."""
+    return torch.linalg.vector_norm(h_i - h_j, dim=1)
+
+
 def branches(model: SiameseNet, x_i: torch.Tensor, x_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both branches through the shared weights as one batch, so BatchNorm sees one set of statistics."""
     out = model(torch.cat([x_i, x_j]))
@@ -85,21 +99,21 @@ def branches(model: SiameseNet, x_i: torch.Tensor, x_j: torch.Tensor) -> tuple[t
 
 @pytest.mark.parametrize("label", [1.0, 0.0])
 def test_one_step_moves_pairs_the_right_way(label: float) -> None:
-    model = SiameseNet(24, (32, 16))
+    model = net(24, (32, 16))
     x_i, x_j = torch.randn(12, 24), torch.randn(12, 24)
     y = torch.full((12,), label)
     margin = 2.0  # unit outputs are at most 2 apart: every negative pair is inside the margin
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 
     with torch.no_grad():
-        before = pair_distances(*branches(model, x_i, x_j))
+        before = distances(*branches(model, x_i, x_j))
     loss = contrastive_loss(*branches(model, x_i, x_j), y, margin)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     with torch.no_grad():
         h_i, h_j = branches(model, x_i, x_j)
-        after = pair_distances(h_i, h_j)
+        after = distances(h_i, h_j)
         assert float(contrastive_loss(h_i, h_j, y, margin)) < loss.item()
     if label == 1.0:
         assert float(after.mean()) < float(before.mean())
@@ -108,7 +122,7 @@ def test_one_step_moves_pairs_the_right_way(label: float) -> None:
 
 
 def test_gradients_reach_every_layer() -> None:
-    model = SiameseNet(24, (32, 16, 8))
+    model = net(24, (32, 16, 8))
     x_i, x_j = torch.randn(10, 24), torch.randn(10, 24)
     loss = contrastive_loss(*branches(model, x_i, x_j), torch.tensor([1.0, 0.0] * 5), margin=1.0)
     loss.backward()
@@ -127,22 +141,46 @@ def test_structure_follows_paper_equation_one() -> None:
     assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [256, 256, 256, 256]
     assert model.output_dim == 256
 
-    with_relu = SiameseNet(24, (16, 8), last_activation=True, dropout=0.2)
+    with_relu = net(24, (16, 8), last_activation=True, dropout=0.2)
     kinds = [type(m) for m in with_relu.modules() if isinstance(m, nn.Linear | nn.BatchNorm1d | nn.ReLU | nn.Dropout)]
     assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Linear, nn.BatchNorm1d, nn.ReLU]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"widths": ()}, "widths"), ({"widths": (8, 0)}, "widths"), ({"dropout": 1.0}, "dropout")])
-def test_rejects_bad_architecture(kwargs: dict[str, object], message: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"widths": ()}, "widths"),
+        ({"widths": (8, 0)}, "widths"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"dropout": -0.1}, "dropout"),
+        ({"skip_weight": -1.0}, "skip_weight"),
+        ({"skip_weight": float("inf")}, "skip_weight"),
+    ],
+)
+def test_architecture_is_validated_once_for_the_net_the_training_config_and_the_spec(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        SiameseNet(24, **kwargs)  # type: ignore[arg-type]
+        SiameseArchitecture(**fields)
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**fields)
+    with pytest.raises(ValueError, match=message):
+        spec(**fields)
+
+
+def test_the_net_keeps_only_the_architecture_of_what_it_is_built_from() -> None:
+    config = TrainingConfig(widths=(16, 8), dropout=0.2, margin=0.5, epochs=3)
+    model = SiameseNet(24, config)
+    assert model.architecture == SiameseArchitecture(widths=(16, 8), dropout=0.2)
+    assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [16, 8]
+    assert any(isinstance(m, nn.Dropout) and m.p == 0.2 for m in model.modules())
+    with pytest.raises(ValueError, match="input_dim"):
+        SiameseNet(0, config)
 
 
 def test_outputs_are_unit_rows_and_use_the_whole_sphere() -> None:
     x = torch.randn(64, 24)
     with torch.no_grad():
-        out = SiameseNet(24, (32, 16))(x)
-        confined = SiameseNet(24, (32, 16), last_activation=True)(x)
+        out = net(24, (32, 16))(x)
+        confined = net(24, (32, 16), last_activation=True)(x)
     assert out.shape == (64, 16)
     assert torch.allclose(out.norm(dim=1), torch.ones(64), atol=1e-5)
     # Without a final ReLU the embedding has negative coordinates, so cosines can be negative.
@@ -162,7 +200,7 @@ def trained_a_little(model: SiameseNet) -> SiameseNet:
 
 
 def test_embed_is_deterministic_eval_mode_float32() -> None:
-    model = trained_a_little(SiameseNet(24, (32, 16), dropout=0.5))
+    model = trained_a_little(net(24, (32, 16), dropout=0.5))
     x = np.random.default_rng(3).normal(size=(50, 24))
     first = model.embed(x, batch_size=7)
     second = model.embed(x, batch_size=7)
@@ -230,24 +268,22 @@ def test_spec_rejects_inconsistent_fields() -> None:
 def test_skip_output_concatenates_the_input_and_averages_the_cosines() -> None:
     """With skip_weight 1 the embedding's cosine is the mean of the input's and the learned part's."""
     torch.manual_seed(3)
-    model = SiameseNet(6, (4,), skip_weight=1.0).eval()
+    model = net(6, (4,), skip_weight=1.0).eval()
     x = torch.randn(5, 6)
     out = model(x)
     assert out.shape == (5, 10) and model.output_dim == 10
     assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-6)
-    plain = SiameseNet(6, (4,)).eval()
+    plain = net(6, (4,)).eval()
     plain.load_state_dict(model.state_dict())
     inputs = torch.nn.functional.normalize(x, dim=1)
     learned = plain(x)
     expected = 0.5 * (inputs[0] @ inputs[1] + learned[0] @ learned[1])
     assert torch.isclose(out[0] @ out[1], expected, atol=1e-6)
-    with pytest.raises(ValueError, match="skip_weight"):
-        SiameseNet(6, (4,), skip_weight=-1.0)
 
 
 def test_learned_feature_weights_scale_blocks_and_get_gradients() -> None:
     """One weight per feature block, exp-parameterised, applied before both the layers and the skip."""
-    model = SiameseNet(24, (16,), skip_weight=1.0, feature_widths=(16, 8))
+    model = net(24, (16,), skip_weight=1.0, learn_feature_weights=True, feature_widths=(16, 8))
     weights = model.feature_weights()
     assert weights is not None and torch.equal(weights, torch.ones(2))
     model.eval()
@@ -271,11 +307,15 @@ def test_learned_feature_weights_scale_blocks_and_get_gradients() -> None:
     assert model.feature_log_weights.grad is not None and float(model.feature_log_weights.grad.abs().min()) > 0
 
 
-def test_feature_widths_must_cover_the_input() -> None:
+def test_feature_widths_must_cover_the_input_and_are_used_only_to_learn_weights() -> None:
+    with pytest.raises(ValueError, match="learn_feature_weights needs the compound's feature_widths"):
+        net(24, (8,), learn_feature_weights=True)
+    plain = net(24, (8,), feature_widths=(16, 8))
+    assert plain.feature_widths is None and plain.feature_weights() is None
     with pytest.raises(ValueError, match="sum to input_dim 24"):
-        SiameseNet(24, (8,), feature_widths=(16, 4))
+        net(24, (8,), learn_feature_weights=True, feature_widths=(16, 4))
     with pytest.raises(ValueError, match="positive"):
-        SiameseNet(24, (8,), feature_widths=(24, 0))
+        net(24, (8,), learn_feature_weights=True, feature_widths=(24, 0))
 
 
 def test_spec_with_learned_feature_weights_builds_the_blocks_of_its_features() -> None:
@@ -285,3 +325,14 @@ def test_spec_with_learned_feature_weights_builds_the_blocks_of_its_features() -
     assert model.feature_widths == (384, 8) and spec.describes(model)
     assert not spec.model_copy(update={"learn_feature_weights": False}).describes(model)
     assert spec.content_json() != spec.model_copy(update={"learn_feature_weights": False}).content_json()
+
+
+def test_ids_are_pinned_for_the_demo_config() -> None:
+    """The compound id and a spec's content (hence every model id) are content hashes: a refactor must not move them."""
+    demo = load_config(EXAMPLE_CONFIG)
+    assert demo.compound_model_id == "compound-a442f0bbe71714f7"
+    demo_spec = ModelSpec.for_config(
+        demo, widths=(256,), skip_weight=1.0, learn_feature_weights=True, training_data="abc", tasks={"labelled": 1.0}
+    )
+    assert demo_spec.compound_model_id == demo.compound_model_id
+    assert hashlib.sha256(demo_spec.content_json().encode()).hexdigest()[:16] == "6b917d2917e493a7"

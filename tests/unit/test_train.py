@@ -86,7 +86,7 @@ def test_training_lowers_validation_loss_and_separates_held_out_pairs() -> None:
     )
     assert counts.validation_positives == int(held_out.label.sum()) > 0
     with deterministic(BASE.seed):
-        untrained = SiameseNet(DIMS, BASE.widths)  # the same initial weights train_siamese starts from
+        untrained = SiameseNet(DIMS, BASE)  # the same initial weights train_siamese starts from
     before = validation_loss(untrained, held_out, ids, vectors, BASE.margin)
     after = validation_loss(model, held_out, ids, vectors, BASE.margin)
     assert report.initial_validation_loss["matches"] == pytest.approx(before, rel=1e-5)
