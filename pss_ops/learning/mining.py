@@ -11,6 +11,7 @@ import faiss
 import numpy as np
 
 from pss_ops.config import AppConfig, feature_name
+from pss_ops.features.normalise import l2_normalise
 from pss_ops.learning.pairs import NEGATIVE, POSITIVE, PairSet, is_missing, item_rows, rows_of
 
 # Pairs whose per-block cosines are computed at once while cleaning (bounds the gathered rows' memory).
@@ -27,8 +28,7 @@ def feature_blocks(vectors: np.ndarray, config: AppConfig) -> dict[str, np.ndarr
     for feature in config.features:
         block = vectors[:, start : start + feature.dim]
         start += feature.dim
-        norms = np.linalg.norm(block, axis=1, keepdims=True)
-        blocks[feature_name(feature)] = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
+        blocks[feature_name(feature)] = l2_normalise(block)
     return blocks
 
 
