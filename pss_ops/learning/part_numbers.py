@@ -51,7 +51,7 @@ def part_number_negatives(
     unknown = [item for item in item_ids if item not in position]
     if unknown:
         raise KeyError(f"{len(unknown)} item id(s) are not in the catalog, e.g. {unknown[:3]}")
-    # Plain lists for the scan: it visits every item, and only the ~10% with a part number need their whole row.
+    # Plain lists for the scan: it visits every item, and only the few with a part number need their whole row.
     texts = {field: rows[field].tolist() for field in fields}
     rng = np.random.default_rng(seed)
     copies: list[dict[str, object]] = []

@@ -168,7 +168,7 @@ def with_part_number_negatives(data: TrainingData, catalog: pd.DataFrame, config
 
     Every item, not only those of training pairs: the copies use no label, so an item of a held-out pair getting one
     tells the model nothing about that pair, and the whole catalog is what the model will embed. The extra embedding
-    work is at most per_item times the catalog's (11% of Amazon–Google titles have a part number).
+    work is per_item copies of the items that have a part number, not of the whole catalog.
     """
     if part_numbers.TASK in data.train or part_numbers.TASK in data.holdout:
         raise ValueError(f"a pair source is named {part_numbers.TASK!r}, the task of the synthetic part-number negatives; rename it")
