@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pss_ops import storage
 
@@ -154,6 +153,9 @@ def is_missing(value: Any) -> bool:
 
 def read_pairs(uri: str, task: str) -> PairSet:
     """Read id_a,id_b[,label] CSV (local or s3://); without a label column every pair is a positive."""
+    # Imported here: pandas loads pyarrow, and the training DAG parses pair sources from this module at parse time.
+    import pandas as pd
+
     try:
         frame = pd.read_csv(io.BytesIO(storage.read_bytes(uri)), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

@@ -23,7 +23,7 @@ from pss_ops.learning.pairs import NEGATIVE, PairSet, format_pair_source, read_p
 # Re-exported: cli._train imports it from here (its one definition is in pairs.py).
 from pss_ops.learning.pairs import parse_pair_source as parse_pair_source
 from pss_ops.learning.registry import save_model
-from pss_ops.learning.settings import TrainingConfig
+from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, TrainingConfig
 from pss_ops.learning.train import model_spec, train_siamese
 from pss_ops.quality.metrics import recall_at_precision
 from pss_ops.timing import timed
@@ -117,7 +117,7 @@ def prepare_training_data(
     *,
     catalog_uri: str,
     pair_sources: Sequence[tuple[str, str]],
-    holdout_fraction: float = 0.3,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     seed: int = 0,
     hard_per_positive: int = 5,
     random_ratio: float = 5.0,
@@ -207,19 +207,24 @@ def train_model(
     pair_sources: Sequence[tuple[str, str]],
     registry_uri: str,
     training: TrainingConfig,
-    holdout_fraction: float = 0.3,
-    seed: int = 0,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    seed: int | None = None,
     **mining: Any,
 ) -> dict[str, Any]:
-    """Train on the config's compound embedding, evaluate against it on held-out queries, save; never promote."""
+    """Train on the config's compound embedding, evaluate against it on held-out queries, save; never promote.
+
+    The held-out split, negative mining and training all use training.seed; a seed given here must equal it.
+    """
     if config.embedding_model is not None:
         raise ValueError("train on a config without embedding_model: the model is trained on the compound embedding")
+    if seed is not None and seed != training.seed:
+        raise ValueError(f"seed {seed} differs from the training config's seed {training.seed}; a run has one seed")
     data = prepare_training_data(
         config,
         catalog_uri=catalog_uri,
         pair_sources=pair_sources,
         holdout_fraction=holdout_fraction,
-        seed=seed,
+        seed=training.seed,
         part_number_negatives=training.part_number_negatives,
         **mining,
     )

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pss_ops import storage
 
+# Share of each task's query items held out to compare the trained model with the compound embedding.
+DEFAULT_HOLDOUT_FRACTION = 0.3
+
 
 class SiameseArchitecture(BaseModel):
     """The shape of the SiameseNet's shared branch; TrainingConfig and ModelSpec inherit it, SiameseNet is built from it."""

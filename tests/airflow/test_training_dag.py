@@ -90,7 +90,7 @@ def test_params_schema_and_defaults(dag: Any) -> None:
         "pairs": [PAIRS],
         "registry_uri": "/models",
         "holdout": 0.3,
-        "seed": 0,
+        "seed": None,
         "epochs": None,
         "training_config": None,
     }
@@ -114,6 +114,7 @@ def test_registry_defaults_to_models_under_the_runs_root(small_config: AppConfig
         ("holdout", 0.05),
         ("holdout", 0.9),
         ("seed", 7),
+        ("seed", None),
         ("epochs", 1),
         ("epochs", None),
         ("training_config", "training/siamese.yaml"),
@@ -154,52 +155,6 @@ def test_params_reject_bad_values(dag: Any, name: str, value: Any) -> None:
         params.get_param(name).resolve(value)
     with pytest.raises(ParamValidationError, match=name):
         params[name] = value
-
-
-def test_training_settings_merge_the_yaml_with_the_params_and_name_a_bad_file(tmp_path: Path) -> None:
-    from pss_airflow.train_dag import training_settings
-
-    recipe = yaml.safe_load((ROOT / "examples" / "training" / "siamese.yaml").read_text())
-    relative = {"training_config": "training/siamese.yaml", "epochs": 5, "seed": 2}
-    assert training_settings(relative, ROOT / "examples") == {**recipe, "epochs": 5, "seed": 2}
-    assert training_settings({"training_config": None, "epochs": None, "seed": 0}, tmp_path) == {"seed": 0}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("widths: [256]\nwidht: 3\n")
-    with pytest.raises(ValueError, match=r"(?s)bad\.yaml.*widht"):
-        training_settings({"training_config": str(bad)}, tmp_path)
-    bad.write_text("- 256\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml must be a YAML mapping"):
-        training_settings({"training_config": str(bad)}, tmp_path)
-    with pytest.raises(FileNotFoundError):
-        training_settings({"training_config": "missing.yaml"}, tmp_path)
-
-
-def test_pair_arguments_are_resolved_against_the_config_directory(tmp_path: Path) -> None:
-    from pss_airflow.train_dag import pair_argument
-
-    assert pair_argument("pairs/m.csv:labelled", tmp_path) == f"{tmp_path / 'pairs' / 'm.csv'}:labelled"
-    assert pair_argument("s3://b/m.csv:clicks", tmp_path) == "s3://b/m.csv:clicks"
-    for bad in ("m.csv", "s3://b/m.csv", ":labelled", "m.csv:"):
-        with pytest.raises(ValueError, match="<pairs.csv>:<task>"):
-            pair_argument(bad, tmp_path)
-
-
-def test_comparison_text_names_both_embeddings_and_how_to_promote() -> None:
-    from pss_airflow.train_dag import comparison_text
-
-    report = {
-        "model_id": "siamese-0123456789abcdef",
-        "registry_uri": "/models",
-        "holdout": {
-            "compound": {"labelled": {"recall@1": 0.5, "positives": 10}},
-            "model": {"labelled": {"recall@1": 0.75, "positives": 10}},
-        },
-    }
-    text = comparison_text(report, "/configs/app.yaml")
-    assert "siamese-0123456789abcdef" in text and "NOT promoted" in text
-    assert "task labelled" in text and "0.5000 →    0.7500  (+0.2500)" in text
-    assert "positives             10 →        10" in text
-    assert "edit /configs/app.yaml" in text and "model_id: siamese-0123456789abcdef" in text
 
 
 def test_batch_train_uses_the_train_step_resources(small_config: AppConfig, tmp_path: Path) -> None:

@@ -64,3 +64,15 @@ def test_a_missing_file_is_file_not_found(tmp_path: Path) -> None:
         read_training_config("missing.yaml", base=tmp_path)
     with pytest.raises(ValueError, match=r"(?s)\(no file\): .*epochs"):
         read_training_config(None, epochs=0)
+
+
+def test_train_model_refuses_a_second_seed(tmp_path: Path) -> None:
+    """The split and mining seed is the training config's: a different one passed beside it is an error, not ignored."""
+    from pss_ops.config import load_config
+    from pss_ops.learning.pipeline import train_model
+
+    config = load_config(ROOT / "examples" / "near_identical.yaml")
+    common = {"catalog_uri": str(tmp_path / "none.csv"), "pair_sources": [], "registry_uri": str(tmp_path / "models")}
+    with pytest.raises(ValueError, match="seed 2 differs from the training config's seed 1; a run has one seed"):
+        train_model(config, training=TrainingConfig(seed=1), seed=2, **common)  # type: ignore[arg-type]
+    assert not (tmp_path / "models").exists()
