@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import math
@@ -12,48 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pss_ops import layout, storage
+from pss_ops import storage
 from pss_ops.catalog.validate import CatalogError
+from pss_ops.cli.step import ARRAY_INDEX_ENV, STEPS, WAREHOUSE_ENV, _train, _training_arguments, add_step_parser, categories, iso_date
 from pss_ops.config import ConfigError, load_config, with_k
 from pss_ops.features.cache.backends import open_cache
-from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 
-log = logging.getLogger("pss")
-
-ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
-WAREHOUSE_ENV = "PSS_WAREHOUSE_URL"
-
-
-def _categories(value: str | None) -> tuple[str, ...] | None:
-    if not value:
-        return None
-    return tuple(dict.fromkeys(c.strip() for c in value.split(",") if c.strip())) or None
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
-
-
-def _partition_number(args: argparse.Namespace) -> int:
-    """--partition; else --partition-offset plus this array child's AWS_BATCH_JOB_ARRAY_INDEX."""
-    if args.partition is not None:
-        return args.partition
-    index = os.environ.get(ARRAY_INDEX_ENV)
-    if args.partition_offset is not None:
-        # A chunk of one partition is submitted as a plain job, which has no array index.
-        return args.partition_offset + int(index or 0)
-    if index is not None:
-        return int(index)
-    raise SystemExit(f"pss step {args.step}: give --partition N, --partition-offset N or set {ARRAY_INDEX_ENV}")
-
-
-def _pick(items: tuple[Any, ...], number: int, what: str) -> Any:
-    if not 0 <= number < len(items):
-        raise SystemExit(f"{what} partition {number} does not exist; the manifest has {len(items)} (0..{len(items) - 1})")
-    return items[number]
+__all__ = ["ARRAY_INDEX_ENV", "STEPS", "WAREHOUSE_ENV", "build_parser", "main"]
 
 
 def _print_summary(summary: dict[str, Any], outputs: str) -> None:
@@ -75,6 +39,7 @@ def _print_summary(summary: dict[str, Any], outputs: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`pss run`: the whole pipeline in this process, then its summary."""
     from pss_ops.orchestration.run import run_pipeline
 
     config = with_k(load_config(args.config), args.k)
@@ -87,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config,
         catalog_uri=catalog,
         out_dir=args.out,
-        categories=_categories(args.categories),
+        categories=categories(args.categories),
         warehouse_url=args.warehouse_url or os.environ.get(WAREHOUSE_ENV),
         snapshot_date=args.snapshot_date,
         run_id=args.run_id,
@@ -107,94 +72,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_step(args: argparse.Namespace) -> int:
-    from pss_ops.steps import build_index, embed, plan, plan_index, post_filter, publish, query, report
-
-    if args.step == "plan":
-        from pss_ops.orchestration.run import new_run_id
-
-        config = with_k(load_config(args.config), args.k)
-        cache_uri = args.cache_uri or config.cache.uri
-        if not cache_uri:
-            # A default inside the run directory would start every run with an empty cache.
-            raise SystemExit("pss step plan: give --cache-uri or set cache.uri in the config (shared by every run)")
-        run_id = args.run_id or new_run_id()
-        ctx = plan.make_context(
-            config,
-            catalog_uri=args.catalog,
-            run_uri=args.run_uri,
-            snapshot_date=args.snapshot_date or dt.date.today(),
-            run_id=run_id,
-            cache_uri=cache_uri,
-            categories=_categories(args.categories),
-            full_refresh=args.full_refresh,
-        )
-        print(plan.plan(ctx).model_dump_json())
-        return 0
-
-    if args.step == "train":
-        print(json.dumps(_train(args, storage.join(args.run_uri, "train", "report.json")), default=str))
-        return 0
-
-    ctx = RunContext.read(layout.context(args.run_uri))
-    catalog_plan = CatalogPlan.read(layout.plan_manifest(ctx.run_uri))
-    if args.step == "embed":
-        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
-        cache = open_cache(ctx.cache_uri)
-        try:
-            result: Any = embed.embed_partition(ctx, partition, cache)
-        finally:
-            cache.close()
-    elif args.step == "plan-index":
-        result = plan_index.plan_index(ctx, catalog_plan)
-    elif args.step == "build-index":
-        index_plan = IndexPlan.read(layout.index_plan_manifest(ctx.run_uri))
-        result = build_index.build_index(ctx, _pick(index_plan.partitions, _partition_number(args), "index"))
-    elif args.step == "query":
-        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
-        embedded = EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, partition.name))
-        result = query.query_partition(ctx, embedded, IndexPlan.read(layout.index_plan_manifest(ctx.run_uri)))
-    elif args.step == "search":
-        # Query then post-filter one partition: what one Batch child does in the DAG's query task.
-        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
-        embedded = EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, partition.name))
-        queried = query.query_partition(ctx, embedded, IndexPlan.read(layout.index_plan_manifest(ctx.run_uri)))
-        result = post_filter.post_filter_partition(ctx, queried)
-    elif args.step == "post-filter":
-        partition = _pick(catalog_plan.partitions, _partition_number(args), "catalog")
-        result = post_filter.post_filter_partition(ctx, QueriedPartition.read(layout.query_manifest(ctx.run_uri, partition.name)))
-    elif args.step == "publish":
-        url = args.warehouse_url or os.environ.get(WAREHOUSE_ENV)
-        if not url:
-            raise SystemExit(f"pss step publish: give --warehouse-url or set {WAREHOUSE_ENV}")
-        result = publish.publish(ctx, catalog_plan, url)
-    elif args.step == "report":
-        print(json.dumps(report.report(ctx), indent=2, default=str))
-        return 0
-    else:  # pragma: no cover - argparse restricts choices
-        raise SystemExit(f"unknown step {args.step}")
-    print(result.model_dump_json())
-    return 0
-
-
-def _training_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> None:
-    if not in_step:
-        parser.add_argument("--config", required=True, help="application config (its features define the compound input)")
-        parser.add_argument("--catalog", required=True, help="catalog the pairs' items come from")
-    parser.add_argument("--pairs", action="append", help="pairs CSV (id_a,id_b[,label]) as URI[:TASK]; repeat for multi-task")
-    parser.add_argument("--registry", help="model registry URI (local or s3://)")
-    parser.add_argument("--holdout", type=float, default=0.3, help="share of query items held out for evaluation")
-    parser.add_argument("--seed", type=int, default=0, help="split and training seed")
-    parser.add_argument("--epochs", type=int, help="override the training config's epochs")
-    parser.add_argument("--training-config", help="YAML of pss_ops.learning.train.TrainingConfig fields")
-
-
 def _json_ready(report: dict[str, Any]) -> dict[str, Any]:
     """NaN (an undefined metric) as null, so the JSON is standard."""
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`pss evaluate`: ranking figures over true pairs and/or R@P over labelled pairs."""
     from pss_ops.quality.evaluate import evaluate, evaluate_verification, format_table
 
     ranking = args.pairs is not None or args.truth is not None
@@ -219,34 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, report_uri: str) -> dict[str, Any]:
-    import yaml
-
-    from pss_ops.learning.pipeline import parse_pair_source, train_model, write_report
-    from pss_ops.learning.train import TrainingConfig
-
-    if not (args.config and args.catalog and args.pairs and args.registry):
-        raise SystemExit("pss train: --config, --catalog, --pairs and --registry are required")
-    training: dict[str, Any] = {}
-    if args.training_config:
-        training = yaml.safe_load(storage.read_text(args.training_config)) or {}
-    if args.epochs is not None:
-        training["epochs"] = args.epochs
-    training.setdefault("seed", args.seed)
-    report = train_model(
-        load_config(args.config),
-        catalog_uri=args.catalog,
-        pair_sources=[parse_pair_source(p) for p in args.pairs],
-        registry_uri=args.registry,
-        training=TrainingConfig.model_validate(training),
-        holdout_fraction=args.holdout,
-        seed=args.seed,
-    )
-    write_report(report, report_uri)
-    return report
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    """`pss train`: train, evaluate on held-out queries and register a model; print the comparison."""
     from pss_ops.quality.evaluate import format_table
 
     report = _train(args, storage.join(args.out, "train_report.json"))
@@ -260,6 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_purge(args: argparse.Namespace) -> int:
+    """`pss cache purge`: delete a retired model id's cached embeddings."""
     cache = open_cache(args.cache_uri)
     try:
         removed = cache.delete_model(args.model_id)
@@ -267,9 +126,6 @@ def cmd_cache_purge(args: argparse.Namespace) -> int:
         cache.close()
     print(f"removed {removed} cached embeddings of model {args.model_id} from {args.cache_uri}")
     return 0
-
-
-STEPS = ("plan", "embed", "plan-index", "build-index", "query", "post-filter", "search", "publish", "report", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,28 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--categories", help="comma-separated categories to (re)compute; default all")
     run.add_argument("--warehouse-url", help=f"SQLAlchemy URL (default: SQLite in --out; env {WAREHOUSE_ENV})")
-    run.add_argument("--snapshot-date", type=_date, help="snapshot date (default: today)")
+    run.add_argument("--snapshot-date", type=iso_date, help="snapshot date (default: today)")
     run.add_argument("--run-id", help="run id (default: generated)")
     run.add_argument("--full-refresh", action="store_true", help="ignore cached embeddings")
     run.add_argument("--k", type=int, help="results per item (overrides the config)")
     run.set_defaults(func=cmd_run)
 
-    step = sub.add_parser("step", help="run one step from its manifest (the AWS Batch container command)")
-    step.add_argument("step", choices=STEPS)
-    step.add_argument("--run-uri", required=True, help="the run's directory or s3:// prefix")
-    step.add_argument("--partition", type=int, help=f"partition number (default: ${ARRAY_INDEX_ENV})")
-    step.add_argument("--partition-offset", type=int, help=f"array jobs: partition = this + ${ARRAY_INDEX_ENV}")
-    step.add_argument("--config", help="plan only: application config")
-    step.add_argument("--catalog", help="plan only: catalog file")
-    step.add_argument("--categories", help="plan only: comma-separated categories")
-    step.add_argument("--snapshot-date", type=_date, help="plan only: snapshot date")
-    step.add_argument("--run-id", help="plan only: run id")
-    step.add_argument("--cache-uri", help="plan only: embedding cache")
-    step.add_argument("--full-refresh", action="store_true", help="plan only: ignore cached embeddings")
-    step.add_argument("--k", type=int, help="plan only: results per item (overrides the config)")
-    step.add_argument("--warehouse-url", help=f"publish only (env {WAREHOUSE_ENV})")
-    _training_arguments(step, in_step=True)
-    step.set_defaults(func=cmd_step)
+    add_step_parser(sub)
 
     train = sub.add_parser("train", help="train a SiameseNet on labelled pairs, evaluate it, register it (never promotes)")
     _training_arguments(train, in_step=False)
@@ -345,14 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # faiss logs each CPU-feature probe at INFO; that is noise in every step's log.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    if args.command == "step" and args.step == "plan" and not (args.config and args.catalog):
-        raise SystemExit("pss step plan: --config and --catalog are required")
     try:
         return args.func(args)
     except (ConfigError, CatalogError, FileNotFoundError, ValueError) as err:
         print(f"pss: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
