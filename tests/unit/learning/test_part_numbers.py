@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from pss_ops.learning.part_numbers import ID_PREFIX, TASK, part_number_negatives, part_numbers
+from tests.conftest import DATA
 
-CATALOG = pd.read_csv(Path(__file__).resolve().parents[2] / "data" / "amazon_google" / "catalog.csv", dtype=str, keep_default_na=False)
+CATALOG = pd.read_csv(DATA / "catalog.csv", dtype=str, keep_default_na=False)
 
 
 def _changed_positions(a: str, b: str) -> list[int]:

@@ -20,8 +20,8 @@ from pss_ops.learning.model import SiameseNet, contrastive_loss
 from pss_ops.learning.pairs import PairSet, pairs_fingerprint
 from pss_ops.learning.registry import load_model, save_model
 from pss_ops.learning.train import TrainingConfig, deterministic, model_spec, train_siamese
+from tests.conftest import DATA, ROOT
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "amazon_google"
 DIMS = 128
 BASE = TrainingConfig(widths=(64, 32), epochs=12, batch_size=32, learning_rate=3e-3, validation_fraction=0.3, patience=50)
 
@@ -229,7 +229,7 @@ def test_example_training_config_is_valid_and_is_the_shipped_recipe() -> None:
     """examples/training/siamese.yaml parses as a TrainingConfig: the recipe bench/ablation.py measures."""
     import yaml
 
-    path = DATA.parents[1] / "examples" / "training" / "siamese.yaml"
+    path = ROOT / "examples" / "training" / "siamese.yaml"
     config = TrainingConfig.model_validate(yaml.safe_load(path.read_text()))
     assert config.widths == (256,) and config.skip_weight == 1.0 and config.learn_feature_weights
     assert config.part_number_negatives == 1
