@@ -24,18 +24,22 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
         top, rank = rank_top_k(table, survive, config.k)
         n = top.num_rows
         # The warehouse table's shape decides the column order and types (warehouse.schema).
-        output = pa.table(
-            {
-                "application": pa.array([ctx.application] * n),
-                "snapshot_date": pa.array([ctx.snapshot_date] * n),
-                "category": top.column("category"),
-                "query_item_id": top.column("query_item_id"),
-                "candidate_item_id": top.column("candidate_item_id"),
-                "rank": pa.array(rank),
-                "score": top.column("score"),
-                "run_id": pa.array([ctx.run_id] * n),
-            }
-        ).select(arrow_schema().names).cast(arrow_schema())
+        output = (
+            pa.table(
+                {
+                    "application": pa.array([ctx.application] * n),
+                    "snapshot_date": pa.array([ctx.snapshot_date] * n),
+                    "category": top.column("category"),
+                    "query_item_id": top.column("query_item_id"),
+                    "candidate_item_id": top.column("candidate_item_id"),
+                    "rank": pa.array(rank),
+                    "score": top.column("score"),
+                    "run_id": pa.array([ctx.run_id] * n),
+                }
+            )
+            .select(arrow_schema().names)
+            .cast(arrow_schema())
+        )
         # Ranks run 1..rows within a query, so a query has all k rows exactly when it has a rank k.
         queries_short = queried.queries - int((rank == config.k).sum())
         uri = layout.filtered(ctx.run_uri, queried.name)

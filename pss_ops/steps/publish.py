@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 100_000
 
+
 def _stream(filtered: list[FilteredPartition]) -> Iterator[pa.Table]:
     """Every filtered partition's rows, BATCH_ROWS at a time: no partition, let alone the run, is held whole."""
     for part in filtered:
