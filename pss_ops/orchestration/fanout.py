@@ -12,8 +12,7 @@ from pss_ops.manifests import CatalogPlan, IndexPlan
 MAX_MAPPED_TASKS = 1024  # Airflow's default max_map_length
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's array job limit
 
-# Steps run once per run, and steps run once per partition of the named manifest.
-SINGLE_STEPS = ("plan", "plan-index", "publish", "report", "train")
+# Steps the orchestrators run once per partition of the named manifest; every other step runs once per run.
 PARTITIONED_STEPS: dict[str, Literal["catalog", "index"]] = {"embed": "catalog", "build-index": "index", "search": "catalog"}
 
 
