@@ -1,43 +1,77 @@
-"""One URI layer for local paths and s3:// objects; every write is atomic.
+"""One URI layer for local paths and s3:// objects (through pyarrow.fs); every write is atomic.
 
-pyarrow is imported only by the Parquet functions, so DAG parsing can use the rest cheaply.
+pyarrow is imported only by the Parquet functions and for s3:// URIs, so DAG parsing can use the rest cheaply.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-_s3_client: Any = None
+# Bytes per read when an object is copied or streamed: one ranged GET each on S3, so not too small.
+CHUNK_BYTES = 8 * 1024 * 1024
+
+_s3_fs: pafs.FileSystem | None = None
 
 
-def set_s3_client(client: Any) -> None:
-    """Inject the boto3 S3 client (endpoint, credentials) used for s3:// URIs."""
-    global _s3_client
-    _s3_client = client
+def s3_filesystem(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+) -> pafs.S3FileSystem:
+    """An S3 filesystem for s3:// URIs; what is None is left to the AWS SDK (environment, profile, instance role)."""
+    from pyarrow import fs
+
+    options: dict[str, Any] = {
+        "region": region,
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "session_token": session_token,
+        # An object under one part (10 MiB) is sent as a single PUT on close, not a three-request multipart upload.
+        "allow_delayed_open": True,
+        # Upload each part before accepting more data: background writes queue parts without limit when the
+        # network is slower than the writer, and memory must stay bounded by a part and a row group.
+        "background_writes": False,
+    }
+    if endpoint_url:
+        # pyarrow wants the scheme apart from host:port; with an endpoint it addresses buckets path-style.
+        parsed = urlparse(endpoint_url)
+        options.update(endpoint_override=parsed.netloc or endpoint_url, scheme=parsed.scheme or "https")
+    return fs.S3FileSystem(**{name: value for name, value in options.items() if value is not None})
 
 
-def _s3() -> Any:
-    global _s3_client
-    if _s3_client is None:
-        import boto3
+def set_s3_filesystem(filesystem: pafs.FileSystem | None) -> None:
+    """Inject the filesystem (endpoint, credentials) used for s3:// URIs; None goes back to the environment's."""
+    global _s3_fs
+    _s3_fs = filesystem
 
-        # AWS_ENDPOINT_URL is honoured by boto3 itself; nothing is read at import time.
-        _s3_client = boto3.client("s3")
-    return _s3_client
+
+def _s3() -> pafs.FileSystem:
+    global _s3_fs
+    if _s3_fs is None:
+        # Unlike boto3, pyarrow reads neither AWS_ENDPOINT_URL nor the region from the environment; workers
+        # (`pss step`, Batch jobs) are configured by it.  Read on first use, never at import time.
+        env = os.environ
+        _s3_fs = s3_filesystem(
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        )
+    return _s3_fs
 
 
 def is_s3(uri: str) -> bool:
@@ -45,9 +79,9 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, parsed.path.lstrip("/")
+def _s3_path(uri: str) -> str:
+    """The pyarrow path of an s3:// URI: bucket/key."""
+    return uri[len("s3://") :].rstrip("/")
 
 
 def join(base: str, *parts: str) -> str:
@@ -70,59 +104,91 @@ def absolute(uri: str) -> str:
 
 
 def exists(uri: str) -> bool:
-    """True when an object or file exists at the URI."""
+    """True when an object (or a prefix holding objects) or a file or directory exists at the URI."""
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        try:
-            _s3().head_object(Bucket=bucket, Key=key)
-            return True
-        except Exception as err:  # botocore ClientError 404, kept generic so boto3 stays optional
-            if getattr(err, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        from pyarrow import fs
+
+        # A missing key is NotFound; any other error (403, network) propagates.
+        return bool(_s3().get_file_info(_s3_path(uri)).type != fs.FileType.NotFound)
     return Path(uri).exists()
 
 
 def list_dir(uri: str) -> list[str]:
     """Sorted names directly under a local directory or s3:// prefix; empty when there is none."""
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-        names: set[str] = set()
-        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            names.update(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
-            names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
-        return sorted(n for n in names if n)
+        from pyarrow import fs
+
+        return sorted(info.base_name for info in _s3().get_file_info(fs.FileSelector(_s3_path(uri), allow_not_found=True)))
     path = Path(uri)
     return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
 
 
-def read_bytes(uri: str) -> bytes:
-    """Read a whole object or file."""
-    if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-    return Path(uri).read_bytes()
+def _open_read(uri: str) -> Any:
+    """A raw binary reader: a random-access S3 file (a read is one ranged GET) or a local file."""
+    # Random access, not open_input_stream: read() of an unseekable stream goes 256 KiB, i.e. one GET, at a time.
+    return _s3().open_input_file(_s3_path(uri)) if is_s3(uri) else open(uri, "rb")  # noqa: SIM115 - callers close it
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write atomically: a single PUT on S3, a temp file then os.replace locally."""
+@contextmanager
+def _staged(uri: str) -> Iterator[str]:
+    """The one atomic-write mechanism: yield a hidden sibling of uri to write; a clean exit moves it onto uri, an error deletes it.
+
+    Locally the move is os.replace.  On S3 the sibling is a temporary object and the move a server-side copy, so the
+    object at uri appears whole or not at all: pyarrow's output stream completes its upload even when closed on an
+    error (its Abort is not exposed in Python, apache/arrow#40502), so writing to uri directly could publish a part.
+    """
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        _s3().put_object(Bucket=bucket, Key=key, Body=data)
+        filesystem, path = _s3(), _s3_path(uri)
+        parent, _, name = path.rpartition("/")
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            yield tmp
+            filesystem.move(tmp, path)  # CopyObject (atomic, up to 5 GB) then DeleteObject of the temporary
+        except BaseException:
+            with suppress(OSError):  # never written, or already gone; the original error matters
+                filesystem.delete_file(tmp)
+            raise
         return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the bytes are on disk before the name points at them
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _writing(uri: str) -> Iterator[Any]:
+    """A binary writer whose bytes become the object at uri on a clean exit (see _staged); streamed on S3."""
+    with _staged(uri) as tmp:
+        if is_s3(uri):
+            with _s3().open_output_stream(tmp) as out:
+                yield out
+        else:
+            with open(tmp, "wb") as handle:
+                yield handle
+
+
+def read_bytes(uri: str) -> bytes:
+    """Read a whole object or file."""
+    with _open_read(uri) as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically."""
+    with _writing(uri) as out:
+        out.write(data)
 
 
 def read_text(uri: str) -> str:
@@ -161,45 +227,36 @@ def write_parquet(uri: str, table: pa.Table) -> None:
     """Write a Parquet file atomically."""
     import pyarrow.parquet as pq
 
-    options = {"use_dictionary": dictionary_columns(table.schema)}
-    if is_s3(uri):
-        sink = io.BytesIO()
-        pq.write_table(table, sink, **options)
-        write_bytes(uri, sink.getvalue())
-        return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _writing(uri) as out:
+        pq.write_table(table, out, use_dictionary=dictionary_columns(table.schema))
+
+
+def _parquet_file(uri: str, pre_buffer: bool) -> pq.ParquetFile:
+    import pyarrow.parquet as pq
+
+    source = _s3().open_input_file(_s3_path(uri)) if is_s3(uri) else uri  # on S3, ranged reads of one object
+    return pq.ParquetFile(source, pre_buffer=pre_buffer)
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:
-    """Open a Parquet file for streaming by row group."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if is_s3(uri):
-        return pq.ParquetFile(pa.BufferReader(read_bytes(uri)))
-    return pq.ParquetFile(uri)
+    """Open a Parquet file for streaming by row group (on S3: ranged reads, never the whole object)."""
+    # pyarrow pre-buffers by default, and iter_batches then fetches and holds every row group at once.
+    return _parquet_file(uri, pre_buffer=False)
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     """Read a whole Parquet file (one partition; never a whole catalog)."""
-    return open_parquet(uri).read(columns=columns)
+    # All of it is wanted, so pre-buffering only merges reads (fewer GETs on S3).
+    return _parquet_file(uri, pre_buffer=True).read(columns=columns)
 
 
 def local_copy(uri: str, directory: str) -> str:
     """Return a local path for the URI, downloading s3 objects into directory."""
     if not is_s3(uri):
         return uri
-    _, key = _split_s3(uri)
-    target = Path(directory, Path(key).name)
-    target.write_bytes(read_bytes(uri))
+    target = Path(directory, uri.rsplit("/", 1)[-1])
+    with _open_read(uri) as source, open(target, "wb") as handle:
+        shutil.copyfileobj(source, handle, CHUNK_BYTES)
     return str(target)
 
 
@@ -207,40 +264,33 @@ def open_input_stream(uri: str) -> pa.NativeFile:
     """A sequential reader over an object or file, decompressed when the name ends in .gz (S3 is streamed)."""
     import pyarrow as pa
 
+    compression = "gzip" if uri.lower().endswith(".gz") else None
     if is_s3(uri):
-        bucket, key = _split_s3(uri)
-        stream: pa.NativeFile = pa.PythonFile(_s3().get_object(Bucket=bucket, Key=key)["Body"], mode="r")
-        return pa.CompressedInputStream(stream, "gzip") if uri.lower().endswith(".gz") else stream
-    return pa.input_stream(uri, compression="gzip" if uri.lower().endswith(".gz") else None)
+        # Buffered, or the decompressor's 64 KiB reads would each be a GET.
+        return _s3().open_input_stream(_s3_path(uri), compression=compression, buffer_size=CHUNK_BYTES)
+    return pa.input_stream(uri, compression=compression)
 
 
 @contextmanager
 def writing_file(uri: str) -> Iterator[str]:
     """A local path to write; on a clean exit it becomes the object at uri at once, on an error it is removed."""
-    target = None if is_s3(uri) else Path(uri)
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(uri).name}.", suffix=".tmp", dir=target.parent if target is not None else None)
+    if not is_s3(uri):
+        with _staged(uri) as tmp:
+            yield tmp
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{uri.rsplit('/', 1)[-1]}.", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
-        if target is not None:
-            os.replace(tmp, target)
-        else:
-            bucket, key = _split_s3(uri)
-            _s3().upload_file(tmp, bucket, key)  # one object appears when the (multipart) upload completes
+        copy(tmp, uri)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
 def copy(source: str, target: str) -> None:
     """Copy one object or file to another URI without holding it in memory; the target appears atomically."""
-    with writing_file(target) as path:
-        if is_s3(source):
-            bucket, key = _split_s3(source)
-            _s3().download_file(bucket, key, path)
-        else:
-            shutil.copyfile(source, path)
+    with _open_read(source) as reader, _writing(target) as out:
+        shutil.copyfileobj(reader, out, CHUNK_BYTES)
 
 
 @contextmanager
@@ -261,21 +311,8 @@ def write_parquet_batches(uri: str, schema: pa.Schema, tables: Iterable[pa.Table
     import pyarrow.parquet as pq
 
     rows = 0
-    target = Path(uri) if not is_s3(uri) else None
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = target.parent if target is not None else None
-    fd, tmp = tempfile.mkstemp(prefix=".parts.", suffix=".parquet.tmp", dir=tmp_dir)
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary_columns(schema)) as writer:
-            for table in tables:
-                writer.write_table(table.select(schema.names).cast(schema))
-                rows += table.num_rows
-        if target is not None:
-            os.replace(tmp, target)
-        else:
-            write_bytes(uri, Path(tmp).read_bytes())
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with _writing(uri) as out, pq.ParquetWriter(out, schema, use_dictionary=dictionary_columns(schema)) as writer:
+        for table in tables:
+            writer.write_table(table.select(schema.names).cast(schema))
+            rows += table.num_rows
     return rows

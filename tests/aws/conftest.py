@@ -97,7 +97,7 @@ def cache_table(dynamodb: Any) -> Iterator[str]:
 
 
 class S3Bucket(NamedTuple):
-    """A test bucket: its name, its s3:// URI (for storage.join) and the client pss_ops.storage uses."""
+    """A test bucket: its name, its s3:// URI (for storage.join) and a boto3 client to inspect it with."""
 
     name: str
     uri: str
@@ -105,16 +105,23 @@ class S3Bucket(NamedTuple):
 
 
 @pytest.fixture
-def s3_bucket(aws_client: Callable[[str], Any]) -> Iterator[S3Bucket]:
-    """A fresh bucket, with pss_ops.storage's S3 client injected for the test; emptied and deleted after."""
+def s3_bucket(moto_server: str, aws_client: Callable[[str], Any]) -> Iterator[S3Bucket]:
+    """A fresh bucket, with pss_ops.storage's S3 filesystem pointed at moto for the test; emptied and deleted after."""
     client = aws_client("s3")
     name = unique_name("pss-test")
     client.create_bucket(Bucket=name)
-    storage.set_s3_client(client)
+    storage.set_s3_filesystem(
+        storage.s3_filesystem(
+            endpoint_url=moto_server,
+            region=REGION,
+            access_key=CREDENTIALS["aws_access_key_id"],
+            secret_key=CREDENTIALS["aws_secret_access_key"],
+        )
+    )
     try:
         yield S3Bucket(name, f"s3://{name}", client)
     finally:
-        storage.set_s3_client(None)
+        storage.set_s3_filesystem(None)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
             for obj in page.get("Contents", []):
                 client.delete_object(Bucket=name, Key=obj["Key"])

@@ -64,6 +64,7 @@ def airflow_aws(aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 @pytest.fixture
 def batch_setup(
     airflow_db: None,
+    aws_env: str,
     airflow_aws: Path,
     batch_queue: dict[str, str],
     s3_bucket: S3Bucket,
@@ -95,7 +96,7 @@ def batch_setup(
         runs_uri=storage.join(s3_bucket.uri, "runs"),
         cache_uri=f"dynamodb://{cache_table}",
     )
-    harness = BatchHarness({"AWS_ENDPOINT_URL": storage._s3().meta.endpoint_url, "AWS_DEFAULT_REGION": REGION})
+    harness = BatchHarness({"AWS_ENDPOINT_URL": aws_env, "AWS_DEFAULT_REGION": REGION})
     harness.install(monkeypatch)
     yield dag, config, harness, airflow_aws
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -187,23 +190,31 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(moto_endpoint: str) -> Iterator[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
+def s3_client(moto_endpoint: str) -> Any:
+    """A boto3 client on moto, to set up and inspect the bucket independently of pss_ops.storage."""
+    return boto3.client(
+        "s3", endpoint_url=moto_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
-    client.create_bucket(Bucket=BUCKET)
-    storage.set_s3_client(client)
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, s3_client: Any) -> Iterator[str]:
+    s3_client.create_bucket(Bucket=BUCKET)
+    storage.set_s3_filesystem(
+        storage.s3_filesystem(endpoint_url=moto_endpoint, region="us-east-1", access_key="testing", secret_key="testing")
+    )
     try:
         yield f"s3://{BUCKET}"
     finally:
-        storage.set_s3_client(None)
-        for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-            client.delete_object(Bucket=BUCKET, Key=obj["Key"])
-        client.delete_bucket(Bucket=BUCKET)
+        storage.set_s3_filesystem(None)
+        for obj in s3_client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+            s3_client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        s3_client.delete_bucket(Bucket=BUCKET)
+
+
+def s3_objects(client: Any) -> list[str]:
+    """Keys of the objects in the bucket, without the empty "dir/" markers pyarrow puts after a delete or move."""
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", []) if not o["Key"].endswith("/"))
 
 
 def test_s3_bytes_round_trip_and_exists(s3_bucket: str) -> None:
@@ -251,19 +262,95 @@ def test_s3_parquet_batches(s3_bucket: str) -> None:
     assert storage.read_parquet(uri).equals(table(5))
 
 
-class _Forbidden(Exception):
-    response = {"Error": {"Code": "403", "Message": "Forbidden"}}
+def test_s3_write_failure_midway_keeps_previous_and_leaves_nothing(s3_bucket: str, s3_client: Any) -> None:
+    uri = storage.join(s3_bucket, "parts", "similar.parquet")
+    schema = pa.schema([("item_id", pa.string()), ("score", pa.float32())])
+    storage.write_parquet(uri, table(5))
+
+    def tables() -> Iterator[pa.Table]:
+        yield table(4)
+        raise RuntimeError("query step failed")
+
+    # pyarrow's S3 stream completes its upload when closed on an error: the target must still not see it.
+    with pytest.raises(RuntimeError, match="query step failed"):
+        storage.write_parquet_batches(uri, schema, tables())
+    assert storage.read_parquet(uri).equals(table(5))
+    with pytest.raises(RuntimeError, match="query step failed"):
+        storage.write_parquet_batches(storage.join(s3_bucket, "parts", "new.parquet"), schema, tables())
+    assert s3_objects(s3_client) == ["parts/similar.parquet"]
+    assert s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
-class _ForbiddenClient:
-    def head_object(self, **_: Any) -> None:
-        raise _Forbidden("access denied")
+def test_s3_writing_file_and_copy(s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    uri = storage.join(s3_bucket, "report", "rejects.csv")
+    with storage.writing_file(uri) as path:
+        Path(path).write_text("row,item_id\n1,a\n")
+        assert not storage.exists(uri)
+    assert storage.read_text(uri) == "row,item_id\n1,a\n"
+    with pytest.raises(OSError, match="crashed"), storage.writing_file(uri) as path:
+        Path(path).write_text("partial")
+        raise OSError("crashed")
+    assert storage.read_text(uri) == "row,item_id\n1,a\n"
+    storage.copy(uri, str(tmp_path / "out" / "rejects.csv"))
+    storage.copy(str(tmp_path / "out" / "rejects.csv"), storage.join(s3_bucket, "copy", "rejects.csv"))
+    assert storage.read_text(storage.join(s3_bucket, "copy", "rejects.csv")) == "row,item_id\n1,a\n"
+    assert s3_objects(s3_client) == ["copy/rejects.csv", "report/rejects.csv"]
+
+
+def test_s3_open_input_stream_decompresses_gz(s3_bucket: str) -> None:
+    uri = storage.join(s3_bucket, "catalogs", "items.csv.gz")
+    storage.write_bytes(uri, gzip.compress(b"item_id,title\na,one\n"))
+    with storage.open_input_stream(uri) as stream:
+        assert stream.read() == b"item_id,title\na,one\n"
+
+
+class _Forbidden(BaseHTTPRequestHandler):
+    """An S3 endpoint that refuses everything, as S3 answers 403 to a role without s3:GetObject."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *_: Any) -> None:
+        pass
 
 
 def test_s3_exists_propagates_errors_other_than_not_found() -> None:
-    storage.set_s3_client(_ForbiddenClient())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    storage.set_s3_filesystem(storage.s3_filesystem(endpoint_url=endpoint, region="us-east-1", access_key="k", secret_key="s"))
     try:
-        with pytest.raises(_Forbidden):
+        with pytest.raises(OSError, match="ACCESS_DENIED during HeadObject"):
             storage.exists("s3://bucket/key")
     finally:
-        storage.set_s3_client(None)
+        storage.set_s3_filesystem(None)
+        server.shutdown()
+        server.server_close()
+
+
+def test_default_s3_filesystem_comes_from_the_environment_on_first_use(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pss step workers and Batch jobs are configured by AWS_ENDPOINT_URL, which pyarrow itself does not read.
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    storage.set_s3_filesystem(None)
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket="pss-unit-env")
+    try:
+        storage.write_json("s3://pss-unit-env/a.json", {"ok": True})
+        assert storage.read_json("s3://pss-unit-env/a.json") == {"ok": True}
+    finally:
+        storage.set_s3_filesystem(None)
+        client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+        for obj in client.list_objects_v2(Bucket="pss-unit-env").get("Contents", []):
+            client.delete_object(Bucket="pss-unit-env", Key=obj["Key"])
+        client.delete_bucket(Bucket="pss-unit-env")

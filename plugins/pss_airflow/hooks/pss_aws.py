@@ -1,4 +1,4 @@
-"""PssAwsHook: the `aws_default` connection (endpoint_url included) as boto3 clients and worker environment."""
+"""PssAwsHook: the `aws_default` connection (endpoint_url included) as pss_ops' S3 filesystem and worker environment."""
 
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 
 class PssAwsHook(AwsBaseHook):
-    """Hands the Airflow AWS connection to pss_ops: an S3 client for manifests, env for `pss step` workers."""
+    """Hands the Airflow AWS connection to pss_ops: an S3 filesystem for manifests, env for `pss step` workers."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("client_type", "s3")
         super().__init__(*args, **kwargs)
 
     def configure_storage(self) -> None:
-        """Make pss_ops' URI layer use this connection's S3 client (endpoint, region, credentials)."""
+        """Make pss_ops' URI layer use this connection's endpoint, region and credentials for s3:// URIs."""
         from pss_ops import storage
 
-        storage.set_s3_client(self.get_client_type("s3"))
+        # Resolved as step_environment resolves them for workers (role_arn and profiles included), then handed to pyarrow.
+        credentials = self.get_credentials()
+        storage.set_s3_filesystem(
+            storage.s3_filesystem(
+                endpoint_url=self.conn_config.endpoint_url,
+                region=self.conn_region_name,
+                access_key=credentials.access_key,
+                secret_key=credentials.secret_key,
+                session_token=credentials.token,
+            )
+        )
 
     def step_environment(self) -> dict[str, str]:
         """Environment for a local `pss step` process so its boto3 clients use this connection."""
