@@ -66,9 +66,9 @@ def test_task_graph_is_prepare_train_report(dag: Any) -> None:
 def test_train_is_one_unpartitioned_step() -> None:
     from pss_airflow.operators.pss_step import _partitions
 
-    from pss_ops.orchestration.fanout import PARTITIONED_STEPS, SINGLE_STEPS, step_arguments
+    from pss_ops.orchestration.fanout import PARTITIONED_STEPS, step_arguments
 
-    assert "train" in SINGLE_STEPS and "train" not in PARTITIONED_STEPS
+    assert "train" not in PARTITIONED_STEPS
     assert _partitions("train", None) == (None, 1)
     assert step_arguments("train", "/runs/r") == ["train", "--run-uri", "/runs/r"]
 
