@@ -54,10 +54,6 @@ class SiameseNet(nn.Module):
         if input_dim < 1:
             raise ValueError(f"input_dim must be at least 1, got {input_dim}")
         self.input_dim = int(input_dim)
-        # With a skip, the output is normalise(concat(skip_weight * input, learned)), both parts unit-length:
-        # with weight 1 the cosine is the mean of the compound's and the learned one, so the compound's ranking
-        # stays as a prior that the learned part adjusts instead of replacing it.
-        self.skip_weight = self.architecture.skip_weight
         # With learned feature weights, one weight per compound feature block scales the input before both the
         # layers and the skip: the compound's hand-set weights become trainable, so a task can lean on the
         # feature that decides its matches. The learned weights are readable (feature_weights()).
@@ -89,7 +85,7 @@ class SiameseNet(nn.Module):
     @property
     def output_dim(self) -> int:
         """Width of the embedding."""
-        return self.architecture.widths[-1] + (self.input_dim if self.skip_weight > 0 else 0)
+        return self.architecture.widths[-1] + (self.input_dim if self.architecture.skip_weight > 0 else 0)
 
     def feature_weights(self) -> torch.Tensor | None:
         """The learned multiplier of each feature block (1 at initialisation), or None without them."""
@@ -101,9 +97,13 @@ class SiameseNet(nn.Module):
             # exp keeps every block's weight positive: a feature can fade but never flip its similarity.
             x = x * torch.repeat_interleave(torch.exp(self.feature_log_weights), self._block_sizes)
         learned = F.normalize(self.blocks(x), p=2.0, dim=1)
-        if self.skip_weight == 0:
+        skip_weight = self.architecture.skip_weight
+        if skip_weight == 0:
             return learned
-        return F.normalize(torch.cat([self.skip_weight * F.normalize(x, p=2.0, dim=1), learned], dim=1), p=2.0, dim=1)
+        # normalise(concat(skip_weight * input, learned)), both parts unit-length: with weight 1 the cosine is the
+        # mean of the compound's and the learned one, so the compound's ranking stays as a prior that the learned
+        # part adjusts instead of replacing it.
+        return F.normalize(torch.cat([skip_weight * F.normalize(x, p=2.0, dim=1), learned], dim=1), p=2.0, dim=1)
 
     def embed(self, x: np.ndarray, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
         """Embeddings of feature rows as float32, in eval mode (running BatchNorm stats, no dropout).
