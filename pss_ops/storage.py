@@ -250,16 +250,6 @@ def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     return _parquet_file(uri, pre_buffer=True).read(columns=columns)
 
 
-def local_copy(uri: str, directory: str) -> str:
-    """Return a local path for the URI, downloading s3 objects into directory."""
-    if not is_s3(uri):
-        return uri
-    target = Path(directory, uri.rsplit("/", 1)[-1])
-    with _open_read(uri) as source, open(target, "wb") as handle:
-        shutil.copyfileobj(source, handle, CHUNK_BYTES)
-    return str(target)
-
-
 def open_input_stream(uri: str) -> pa.NativeFile:
     """A sequential reader over an object or file, decompressed when the name ends in .gz (S3 is streamed)."""
     import pyarrow as pa

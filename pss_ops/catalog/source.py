@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,21 +74,14 @@ def _open_csv(uri: str, block_bytes: int) -> CatalogSource:
 
 
 def _open_parquet(uri: str) -> CatalogSource:
-    import pyarrow.parquet as pq
-
-    def parquet_file(directory: str) -> pq.ParquetFile:
-        # An s3 catalog is copied to local disk first: ParquetFile needs random access, memory need not hold it.
-        return pq.ParquetFile(storage.local_copy(uri, directory))
-
     try:
-        with tempfile.TemporaryDirectory(prefix="pss-catalog-") as directory:
-            names = tuple(parquet_file(directory).schema_arrow.names)
+        # Random access by row group through the URI layer, local or on S3: neither memory nor disk holds the file.
+        names = tuple(storage.open_parquet(uri).schema_arrow.names)
     except (pa.ArrowInvalid, OSError) as err:
         raise CatalogError(f"catalog {uri} is not readable Parquet: {err}") from None
 
     def read(columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        with tempfile.TemporaryDirectory(prefix="pss-catalog-") as directory:
-            yield from parquet_file(directory).iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
+        yield from storage.open_parquet(uri).iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
 
     return CatalogSource(uri, names, read)
 

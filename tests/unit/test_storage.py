@@ -160,7 +160,6 @@ def test_local_join_exists_absolute(tmp_path: Path) -> None:
     storage.write_json(uri, [1])
     assert storage.exists(uri)
     assert storage.absolute(uri) == uri
-    assert storage.local_copy(uri, str(tmp_path)) == uri
 
 
 def test_list_dir_local(tmp_path: Path) -> None:
@@ -250,9 +249,7 @@ def test_s3_parquet_round_trip(s3_bucket: str, tmp_path: Path) -> None:
     assert storage.exists(uri)
     assert storage.read_parquet(uri).equals(table(20))
     assert storage.read_parquet(uri, columns=["score"]).column_names == ["score"]
-    local = storage.local_copy(uri, str(tmp_path))
-    assert Path(local) == tmp_path / "part-00001.parquet"
-    assert pq.read_table(local).equals(table(20))
+    assert storage.open_parquet(uri).metadata.num_rows == 20
 
 
 def test_s3_parquet_batches(s3_bucket: str) -> None:
@@ -354,3 +351,18 @@ def test_default_s3_filesystem_comes_from_the_environment_on_first_use(moto_endp
         for obj in client.list_objects_v2(Bucket="pss-unit-env").get("Contents", []):
             client.delete_object(Bucket="pss-unit-env", Key=obj["Key"])
         client.delete_bucket(Bucket="pss-unit-env")
+
+
+def test_s3_parquet_catalog_streams_by_row_group(s3_bucket: str) -> None:
+    # The plan step reads an s3:// Parquet catalog through the URI layer, row group by row group, with no local copy.
+    from pss_ops.catalog.source import open_catalog
+
+    uri = storage.join(s3_bucket, "catalogs", "catalog.parquet")
+    rows = pa.table({"item_id": [f"i{n}" for n in range(300)], "title": [f"title {n}" for n in range(300)]})
+    with storage.writing_file(uri) as path:
+        pq.write_table(rows, path, row_group_size=100)
+    source = open_catalog(uri)
+    assert source.columns == ("item_id", "title")
+    batches = list(source.batches(batch_rows=100))
+    assert [b.num_rows for b in batches] == [100, 100, 100]
+    assert pa.Table.from_batches(batches).equals(rows)
