@@ -15,10 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pss_ops import layout, storage
+from pss_ops import layout
 from pss_ops.config import load_config, with_k
 from pss_ops.features.cache.backends import open_cache
+from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, read_training_config
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
+from pss_ops.orchestration.training import training_report_uri
 
 # --- shared with `pss run` and `pss train` ----------------------------------------------------------
 # They live here, not in pss_ops.cli: that package imports this module, so importing them back would be a cycle.
@@ -48,40 +50,30 @@ def _training_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> No
         parser.add_argument("--catalog", required=True, help="catalog the pairs' items come from")
     parser.add_argument("--pairs", action="append", help="pairs CSV (id_a,id_b[,label]) as URI[:TASK]; repeat for multi-task")
     parser.add_argument("--registry", help="model registry URI (local or s3://)")
-    parser.add_argument("--holdout", type=float, default=0.3, help="share of query items held out for evaluation")
-    parser.add_argument("--seed", type=int, default=0, help="split and training seed")
+    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT_FRACTION, help="share of query items held out for evaluation")
+    parser.add_argument("--seed", type=int, help="seed of the split, negative mining and training (default: the training config's, else 0)")
     parser.add_argument("--epochs", type=int, help="override the training config's epochs")
-    parser.add_argument("--training-config", help="YAML of pss_ops.learning.train.TrainingConfig fields")
+    parser.add_argument("--training-config", help="YAML of pss_ops.learning.settings.TrainingConfig fields")
 
 
 def _train(args: argparse.Namespace, report_uri: str) -> dict[str, Any]:
-    import yaml
-
-    from pss_ops.learning.pipeline import parse_pair_source, train_model, write_report
-    from pss_ops.learning.train import TrainingConfig
+    from pss_ops.learning.pairs import parse_pair_source
+    from pss_ops.learning.pipeline import train_model, write_report
 
     if not (args.config and args.catalog and args.pairs and args.registry):
         raise SystemExit("pss train: --config, --catalog, --pairs and --registry are required")
-    training: dict[str, Any] = {}
-    if args.training_config:
-        training = yaml.safe_load(storage.read_text(args.training_config)) or {}
-    if args.epochs is not None:
-        training["epochs"] = args.epochs
-    training.setdefault("seed", args.seed)
+    # One seed for the split, negative mining and training: --seed, else the training config's, else 0.
+    training = read_training_config(args.training_config, epochs=args.epochs, seed=args.seed)
     report = train_model(
         load_config(args.config),
         catalog_uri=args.catalog,
         pair_sources=[parse_pair_source(p) for p in args.pairs],
         registry_uri=args.registry,
-        training=TrainingConfig.model_validate(training),
+        training=training,
         holdout_fraction=args.holdout,
-        seed=args.seed,
     )
     write_report(report, report_uri)
     return report
-
-
-# --- options ----------------------------------------------------------------------------------------
 
 
 def _run_uri_option(parser: argparse.ArgumentParser) -> None:
@@ -256,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train_step(args: argparse.Namespace) -> int:
-    print(json.dumps(_train(args, storage.join(args.run_uri, "train", "report.json")), default=str))
+    print(json.dumps(_train(args, training_report_uri(args.run_uri)), default=str))
     return 0
 
 

@@ -166,6 +166,28 @@ def test_training_dag_arguments_reach_train(monkeypatch: pytest.MonkeyPatch, cap
     assert capsys.readouterr().out.strip() == '{"model_id": "siamese-x", "when": "2024-05-01"}'
 
 
+@pytest.mark.parametrize(("given", "expected"), [([], 5), (["--seed", "9"], 9)])
+def test_train_seed_is_the_given_one_else_the_training_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: list[str], expected: int
+) -> None:
+    # One seed per run (split, mining, training): --seed wins, else the YAML's; never a silent 0 beside a seeded YAML.
+    recipe = tmp_path / "training.yaml"
+    recipe.write_text("seed: 5\nepochs: 3\n")
+    seen: dict[str, Any] = {}
+
+    def fake_train_model(config: AppConfig, **kwargs: Any) -> dict[str, Any]:
+        seen.update(kwargs)
+        return {"model_id": "siamese-x"}
+
+    monkeypatch.setattr("pss_ops.learning.pipeline.train_model", fake_train_model)
+    config = tmp_path / "app.yaml"
+    config.write_text("application: a\nfeatures: [{type: char_ngram}]\n")
+    arguments = ["--config", str(config), "--catalog", "c.csv", "--pairs", "m.csv", "--registry", str(tmp_path / "models")]
+    assert main(["step", "train", "--run-uri", str(tmp_path / "run"), *arguments, "--training-config", str(recipe), *given]) == 0
+    assert (seen["training"].seed, seen["training"].epochs) == (expected, 3)
+    assert seen["pair_sources"] == [("m.csv", "labelled")]
+
+
 def test_step_train_without_its_inputs_keeps_the_pss_train_message() -> None:
     with pytest.raises(SystemExit, match=r"^pss train: --config, --catalog, --pairs and --registry are required$"):
         main(["step", "train", "--run-uri", RUN, "--config", "app.yaml"])
