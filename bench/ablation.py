@@ -31,14 +31,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from pss_ops.config import AppConfig, load_config
+from pss_ops.config import AppConfig, PostFilterConfig, feature_name, load_config
 from pss_ops.features.compound import compound_vectors
+from pss_ops.features.normalise import l2_normalise
 from pss_ops.learning.folds import component_folds, group_pairs
 from pss_ops.learning.mining import hard_negatives, random_negatives
 from pss_ops.learning.pairs import PairSet
 from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, prepare_training_data, with_part_number_negatives
 from pss_ops.learning.train import TrainingConfig, train_siamese
 from pss_ops.quality.metrics import recall_at_precision
+from pss_ops.search.filters import row_filter
 
 ROOT = Path(__file__).resolve().parents[1]
 WDC_FOLDS = 3
@@ -74,8 +76,9 @@ class Wdc:
         same_cluster = group_pairs(ids, clusters.tolist(), task="wdc", max_pairs_per_group=20, seed=seed)
         positives = labelled.positives.concat(same_cluster)
         vectors = self.vectors[[self.row[item] for item in ids]]
-        # exclude_same=cluster: an offer of the same product is never mined as a negative.
-        mined = hard_negatives(positives, ids, vectors, per_positive=3, exclude_same=clusters)
+        # Cluster as a "different" rule: an offer of the same product is never mined as a negative.
+        other_products = row_filter(PostFilterConfig(different=("cluster",)), {"cluster": clusters})
+        mined = hard_negatives(positives, ids, vectors, per_positive=3, listable=other_products)
         return labelled.concat(same_cluster, mined, random_negatives(positives, ids, ratio=3, seed=seed))
 
     def scores(self, vectors: np.ndarray, fold: int, trained_on_wdc: bool) -> dict[str, float | None]:
@@ -99,7 +102,7 @@ class Wdc:
 
 def block_columns(config: AppConfig, name: str) -> slice:
     """The compound columns one feature fills."""
-    names = [f.name or f.type for f in config.features]
+    names = [feature_name(f) for f in config.features]
     start = sum(f.dim for f in config.features[: names.index(name)])
     return slice(start, start + config.features[names.index(name)].dim)
 
@@ -110,7 +113,7 @@ def feature_only(config: AppConfig, name: str) -> Callable[[np.ndarray], np.ndar
 
     def only(x: np.ndarray) -> np.ndarray:
         block = x[:, columns]
-        return block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        return l2_normalise(block)
 
     return only
 
@@ -122,7 +125,7 @@ def scaled(config: AppConfig, name: str, factor: float) -> Callable[[np.ndarray]
     def reweight(x: np.ndarray) -> np.ndarray:
         out = x.copy()
         out[:, columns] *= factor
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return l2_normalise(out, out=out)
 
     return reweight
 

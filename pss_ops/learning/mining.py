@@ -12,7 +12,8 @@ import numpy as np
 
 from pss_ops.config import AppConfig, feature_name
 from pss_ops.features.normalise import l2_normalise
-from pss_ops.learning.pairs import NEGATIVE, POSITIVE, PairSet, is_missing, item_rows, rows_of
+from pss_ops.learning.pairs import NEGATIVE, POSITIVE, PairSet, item_rows, rows_of
+from pss_ops.search.filters import RowFilter
 
 # Pairs whose per-block cosines are computed at once while cleaning (bounds the gathered rows' memory).
 _CLEAN_CHUNK = 65_536
@@ -81,13 +82,13 @@ def hard_negatives(
     *,
     per_positive: int = 5,
     candidates: int = 50,
-    exclude_same: np.ndarray | None = None,
+    listable: RowFilter | None = None,
 ) -> PairSet:
     """Negatives from each positive's id_a to its nearest items by inner product that are not known partners.
 
     An id_a with m positives gets up to m * per_positive negatives among its `candidates` nearest items (self excluded).
-    With exclude_same (an attribute per item, aligned with ids) a neighbour is used only if both values are known and
-    differ, as post_filter.different would let it through; a negative the service can never return teaches nothing.
+    With listable (search.filters.row_filter over rows aligned with ids) a neighbour is used only if the service's
+    post-filter would let the query list it: a negative the service can never return teaches nothing.
     Ties are broken by item order and an unordered pair is emitted once, so the result is deterministic.
     """
     _require_positive(positives)
@@ -97,8 +98,6 @@ def hard_negatives(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):
         raise ValueError(f"expected {len(ids)} vector rows (one per id), got shape {vectors.shape}")
-    if exclude_same is not None and len(exclude_same) != len(ids):
-        raise ValueError(f"exclude_same has {len(exclude_same)} values for {len(ids)} ids")
     row = item_rows(ids)
     queries = list(dict.fromkeys(positives.id_a.tolist()))
     query_rows = rows_of(row, queries)
@@ -113,7 +112,6 @@ def hard_negatives(
     index.add(vectors)
     k = min(candidates + 1, len(ids))  # +1: the query itself is usually its own nearest neighbour
     scores, neighbours = index.search(vectors[query_rows], k)
-    attribute = None if exclude_same is None else np.asarray(exclude_same, dtype=object)
 
     emitted: set[tuple[str, str]] = set()
     out: list[tuple[str, str, int]] = []
@@ -122,18 +120,16 @@ def hard_negatives(
         score_row, neighbour_row = score_row[valid], neighbour_row[valid]
         # Highest score first, ties by catalog row: independent of faiss's tie order.
         order = np.lexsort((neighbour_row, -score_row))
+        score_row, neighbour_row = score_row[order], neighbour_row[order]
+        allowed = listable(query_row, neighbour_row, score_row) if listable is not None else np.ones(len(order), dtype=bool)
         known = partners.get(query, set())
         taken = 0
-        for candidate_row in neighbour_row[order].tolist():
+        for candidate_row, may_list in zip(neighbour_row.tolist(), allowed.tolist()):
             if taken == wanted[query]:
                 break
             candidate = ids[candidate_row]
-            if candidate_row == query_row or candidate in known:
+            if candidate_row == query_row or candidate in known or not may_list:
                 continue
-            if attribute is not None:
-                mine, theirs = attribute[query_row], attribute[candidate_row]
-                if is_missing(mine) or is_missing(theirs) or mine == theirs:
-                    continue
             key = (query, candidate) if query < candidate else (candidate, query)
             if key in emitted:
                 continue

@@ -26,6 +26,7 @@ from pss_ops.learning.registry import save_model
 from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, TrainingConfig
 from pss_ops.learning.train import model_spec, train_siamese
 from pss_ops.quality.metrics import recall_at_precision
+from pss_ops.search.filters import RowFilter, attribute_rules, row_filter
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ def _known(pairs: PairSet, ids: set[str], source: str) -> PairSet:
     return pairs
 
 
-def _candidate_recall(vectors: np.ndarray, row: dict[str, int], holdout: PairSet, attribute: np.ndarray | None) -> dict[str, float]:
-    """Share of held-out positive pairs (a, b) with b among a's top-k by exact inner product (post-filter applied)."""
+def _candidate_recall(vectors: np.ndarray, row: dict[str, int], holdout: PairSet, listable: RowFilter) -> dict[str, float]:
+    """Share of held-out positive pairs (a, b) with b among a's top-k by exact inner product, the service's post-filter applied."""
     positives = holdout.positives
     queries = sorted(set(positives.id_a.tolist()))
     index = faiss.IndexFlatIP(vectors.shape[1])
@@ -51,10 +52,9 @@ def _candidate_recall(vectors: np.ndarray, row: dict[str, int], holdout: PairSet
     scores, found = index.search(vectors[[row[q] for q in queries]], depth)
     rank_of: dict[tuple[str, str], int] = {}
     ids = np.array(sorted(row, key=row.__getitem__), dtype=object)
-    for q, hits in zip(queries, found):
-        keep = hits[(hits >= 0) & (hits != row[q])]
-        if attribute is not None:
-            keep = keep[np.array([attribute[h] is not None and attribute[h] != attribute[row[q]] for h in keep], dtype=bool)]
+    for q, hits, hit_scores in zip(queries, found, scores):
+        others = (hits >= 0) & (hits != row[q])
+        keep = hits[others][listable(row[q], hits[others], hit_scores[others])]
         for rank, hit in enumerate(keep[: max(RECALL_KS)], start=1):
             rank_of[(q, ids[hit])] = rank
     ranks = np.array([rank_of.get((a, b), 10**9) for a, b in zip(positives.id_a, positives.id_b)])
@@ -94,7 +94,7 @@ class TrainingData:
 
     ids: list[str]
     compound: np.ndarray
-    attribute: np.ndarray | None
+    listable: RowFilter
     train: dict[str, PairSet]
     holdout: dict[str, PairSet]
     cleaning: dict[str, Any]
@@ -135,8 +135,8 @@ def prepare_training_data(
         ids = catalog["item_id"].tolist()
         compound = compound_vectors(catalog, config)
     known = set(ids)
-    attribute_name = config.post_filter.different[0] if config.post_filter.different else None
-    attribute = np.asarray(catalog[attribute_name].tolist(), dtype=object) if attribute_name else None
+    # The service's post-filter over the catalog's rows: mined negatives and held-out recall follow its rules.
+    listable = row_filter(config.post_filter, {a: catalog[a].tolist() for _, a, _ in attribute_rules(config.post_filter)})
     blocks = FeatureBlocks.from_compound(ids, compound, config)
     train: dict[str, PairSet] = {}
     holdout: dict[str, PairSet] = {}
@@ -146,7 +146,7 @@ def prepare_training_data(
         train_pairs, held = split_by_query(pairs, holdout_fraction=holdout_fraction, seed=seed)
         train_pos = train_pairs.positives
         mined = train_pairs.concat(
-            hard_negatives(train_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
+            hard_negatives(train_pos, ids, compound, per_positive=hard_per_positive, listable=listable),
             random_negatives(train_pos, ids, ratio=random_ratio, seed=seed),
         )
         train[task], report = clean_pairs(mined, blocks, positive_min=positive_min, negative_max=negative_max)
@@ -154,10 +154,10 @@ def prepare_training_data(
         # Held-out negatives are mined the same way but never cleaned: evaluation sees the hard cases.
         held_pos = held.positives
         holdout[task] = held.concat(
-            hard_negatives(held_pos, ids, compound, per_positive=hard_per_positive, exclude_same=attribute),
+            hard_negatives(held_pos, ids, compound, per_positive=hard_per_positive, listable=listable),
             random_negatives(held_pos, ids, ratio=random_ratio, seed=seed + 1),
         )
-    data = TrainingData(ids, compound, attribute, train, holdout, cleaning)
+    data = TrainingData(ids, compound, listable, train, holdout, cleaning)
     if part_number_negatives:
         data = with_part_number_negatives(data, catalog, config, per_item=part_number_negatives, seed=seed)
     return data
@@ -191,7 +191,7 @@ def evaluate_holdout(vectors: np.ndarray, data: TrainingData) -> dict[str, dict[
     for task, held in data.holdout.items():
         same_input = same_input_negatives(data.compound, row, held)
         report[task] = {
-            **_candidate_recall(vectors, row, held, data.attribute),
+            **_candidate_recall(vectors, row, held, data.listable),
             **_verification(vectors, row, held, same_input),
             "positives": int(held.label.sum()),
             "negatives": int((held.label == 0).sum()),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,30 @@ def allowed_pairs(rules: PostFilterConfig, queries: pa.Table, candidates: pa.Tab
         scores,
     )
     return survive & (values(queries, "item_id")[:, None] != values(candidates, "item_id")[None, :])
+
+
+# (query row, candidate rows, their scores) -> which candidates the query may list.
+RowFilter = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
+def row_filter(rules: PostFilterConfig, attributes: Mapping[str, Sequence[Any]]) -> RowFilter:
+    """The post-filter over the rows of a catalog held in memory (training, mining): what a query row may list.
+
+    attributes holds every rule attribute's value per row, None or NaN for NULL (pandas' missing values).
+    """
+    missing = [a for _, a, _ in attribute_rules(rules) if a not in attributes]
+    if missing:
+        raise ValueError(f"no values for post-filter attribute(s) {', '.join(missing)}")
+    columns = {
+        a: np.asarray([None if v is None or v != v else v for v in attributes[a]], dtype=object) for _, a, _ in attribute_rules(rules)
+    }
+
+    def listable(query_row: int, candidate_rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        query = {a: values[query_row] for a, values in columns.items()}
+        survive, _ = passes(rules, query, {a: values[candidate_rows] for a, values in columns.items()}, np.asarray(scores))
+        return survive
+
+    return listable
 
 
 def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, np.ndarray]:

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pss_ops.config import parse_config
+from pss_ops.config import PostFilterConfig, parse_config
 from pss_ops.features.compound import compound_vectors
 from pss_ops.features.lexical import char_ngram_vectors
 from pss_ops.learning.mining import FeatureBlocks, clean_pairs, feature_blocks, hard_negatives, random_negatives
 from pss_ops.learning.pairs import PairSet
+from pss_ops.search.filters import row_filter
 from tests.unit.learning.ag_sample import sample, truth_keys
 
 TWO_BLOCKS = parse_config(
@@ -81,19 +82,24 @@ def test_hard_negatives_are_nearest_non_partners() -> None:
     assert again.rows() == negatives.rows()
 
 
-def test_hard_negatives_respect_exclude_same() -> None:
+def test_hard_negatives_are_ones_the_post_filter_lets_through() -> None:
     s = sample()
     seller = s.frame["seller"].to_numpy(object)
-    negatives = hard_negatives(s.truth, s.ids, s.vectors, per_positive=3, candidates=60, exclude_same=seller)
+    different_seller = row_filter(PostFilterConfig(different=("seller",)), {"seller": seller})
+    negatives = hard_negatives(s.truth, s.ids, s.vectors, per_positive=3, candidates=60, listable=different_seller)
     by_id = dict(zip(s.ids, seller))
     assert len(negatives) > 0
     assert all(by_id[a] != by_id[b] for a, b in zip(negatives.id_a, negatives.id_b))
     unfiltered = hard_negatives(s.truth, s.ids, s.vectors, per_positive=3, candidates=60)
     assert any(by_id[a] == by_id[b] for a, b in zip(unfiltered.id_a, unfiltered.id_b))
-    # A null attribute can prove no difference: such items are never used.
-    seller[0] = None
-    negatives = hard_negatives(s.truth, s.ids, s.vectors, per_positive=3, candidates=60, exclude_same=seller)
-    assert s.ids[0] not in set(negatives.id_a) | set(negatives.id_b)
+    # A null attribute (None or pandas' NaN) can prove no difference: such items are never used.
+    seller[0], seller[1] = None, float("nan")
+    different_seller = row_filter(PostFilterConfig(different=("seller",)), {"seller": seller})
+    negatives = hard_negatives(s.truth, s.ids, s.vectors, per_positive=3, candidates=60, listable=different_seller)
+    assert not {s.ids[0], s.ids[1]} & (set(negatives.id_a) | set(negatives.id_b))
+    # The score floor is a rule too: nothing below it is mined.
+    floor = row_filter(PostFilterConfig(min_score=0.99), {})
+    assert len(hard_negatives(s.truth, s.ids, s.vectors, per_positive=3, candidates=60, listable=floor)) < len(unfiltered)
 
 
 def test_hard_negatives_reject_bad_input() -> None:
@@ -102,8 +108,8 @@ def test_hard_negatives_reject_bad_input() -> None:
         hard_negatives(PairSet.from_rows("t", [("nope", s.ids[0], 1)]), s.ids, s.vectors)
     with pytest.raises(ValueError, match="positives only"):
         hard_negatives(PairSet.from_rows("t", [(s.ids[0], s.ids[1], 0)]), s.ids, s.vectors)
-    with pytest.raises(ValueError, match="exclude_same"):
-        hard_negatives(s.truth, s.ids, s.vectors, exclude_same=np.array(["x"], object))
+    with pytest.raises(ValueError, match="no values for post-filter attribute"):
+        row_filter(PostFilterConfig(same=("brand",)), {"seller": []})
 
 
 # --- random_negatives ---------------------------------------------------------------------------------------

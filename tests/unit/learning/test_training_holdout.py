@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pss_ops.config import PostFilterConfig
 from pss_ops.learning.pairs import PairSet
 from pss_ops.learning.pipeline import TrainingData, evaluate_holdout, same_input_negatives
+from pss_ops.search.filters import row_filter
 
 # b repeats a's input (a duplicate listing labelled as a different item); f repeats c's and is labelled the same.
 IDS = ["a", "b", "c", "d", "e", "f"]
@@ -14,7 +16,7 @@ HELD = PairSet.from_rows("labelled", [("a", "b", 0), ("a", "c", 1), ("d", "e", 1
 
 
 def _data() -> TrainingData:
-    return TrainingData(IDS, COMPOUND, None, train={}, holdout={"labelled": HELD}, cleaning={})
+    return TrainingData(IDS, COMPOUND, row_filter(PostFilterConfig(), {}), train={}, holdout={"labelled": HELD}, cleaning={})
 
 
 def test_only_negatives_with_identical_inputs_are_set_aside() -> None:
