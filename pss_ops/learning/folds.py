@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from pss_ops.learning.pairs import PairSet, is_missing, item_rows
+from pss_ops.learning.pairs import PairSet, is_missing, item_rows, rows_of
 
 
 def holdout_queries(queries: Iterable[str], *, holdout_fraction: float, seed: int) -> set[str]:
@@ -34,52 +36,40 @@ def component_folds(
     """Cross-validation folds in which no item, and no group (e.g. WDC cluster_id), appears in two folds.
 
     Items joined by any pair, or sharing a non-null group, form one connected component; components are dealt,
-    largest first, to the fold with the fewest pairs so far. Splitting by query item alone would leak: in WDC
-    every offer of a product is paired with several others, so a held-out pair's items would also be in training.
+    most pairs first (ties by their smallest item id, so the folds do not depend on the pairs' order), to the fold
+    with the fewest pairs so far. Splitting by query item alone would leak: in WDC every offer of a product is paired
+    with several others, so a held-out pair's items would also be in training.
     Returns each pair's fold and each item's fold (items only in groups included).
     """
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
-    # A union-find rather than scipy.sparse.csgraph.connected_components: equal-sized components are dealt in the
-    # order of their union-find root's id, and bench/ablation.py's WDC folds (and so BENCHMARKS.md) depend on it.
-    parent: dict[str, str] = {}
-
-    def find(item: str) -> str:
-        parent.setdefault(item, item)
-        while parent[item] != item:
-            parent[item] = parent[parent[item]]
-            item = parent[item]
-        return item
-
-    for a, b in zip(pairs.id_a.tolist(), pairs.id_b.tolist()):
-        parent[find(a)] = find(b)
-    first_of_group: dict[Hashable, str] = {}
-    for item, group in (groups or {}).items():
-        find(item)
+    items = sorted({*pairs.id_a.tolist(), *pairs.id_b.tolist(), *(groups or {})})
+    row = item_rows(items)
+    # Edges: every pair, and every grouped item to its group's first item (a star joins the group as a clique would).
+    edges_a, edges_b = rows_of(row, pairs.id_a.tolist()).tolist(), rows_of(row, pairs.id_b.tolist()).tolist()
+    first_of_group: dict[Hashable, int] = {}
+    for item, group in sorted((groups or {}).items()):
         if is_missing(group) or group == "":
             continue
-        if group in first_of_group:
-            parent[find(item)] = find(first_of_group[group])
-        else:
-            first_of_group[group] = item
-    component_of_pair = [find(a) for a in pairs.id_a.tolist()]
-    sizes: dict[str, int] = {}
-    for component in component_of_pair:
-        sizes[component] = sizes.get(component, 0) + 1
-    for item in list(parent):
-        sizes.setdefault(find(item), 0)
-    if len(sizes) < folds:
-        raise ValueError(f"only {len(sizes)} connected components, fewer than {folds} folds")
+        edges_a.append(first_of_group.setdefault(group, row[item]))
+        edges_b.append(row[item])
+    graph = coo_matrix((np.ones(len(edges_a), dtype=np.int8), (edges_a, edges_b)), shape=(len(items), len(items)))
+    count, component_of_item = connected_components(graph, directed=False)
+    if count < folds:
+        raise ValueError(f"only {count} connected components, fewer than {folds} folds")
+    component_of_pair = component_of_item[rows_of(row, pairs.id_a.tolist())]
+    pair_counts = np.bincount(component_of_pair, minlength=count)
+    # Items are sorted, so a component's first row holds its smallest item id.
+    smallest = np.full(count, len(items))
+    np.minimum.at(smallest, component_of_item, np.arange(len(items)))
     load = [0] * folds
-    fold_of_component: dict[str, int] = {}
-    # Largest first, ties by component id: deterministic for the same pairs.
-    for component, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+    fold_of_component = np.zeros(count, dtype=np.int64)
+    for component in np.lexsort((smallest, -pair_counts)).tolist():
         target = min(range(folds), key=lambda f: (load[f], f))
         fold_of_component[component] = target
-        load[target] += size
-    pair_fold = np.array([fold_of_component[c] for c in component_of_pair], dtype=np.int64)
-    item_fold = {item: fold_of_component[find(item)] for item in parent}
-    return pair_fold, item_fold
+        load[target] += int(pair_counts[component])
+    item_fold = {item: int(fold_of_component[component_of_item[row[item]]]) for item in items}
+    return fold_of_component[component_of_pair], item_fold
 
 
 def _triangle_pair(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

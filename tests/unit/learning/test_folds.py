@@ -99,3 +99,16 @@ def test_group_pairs_caps_large_groups_with_a_seeded_sample() -> None:
     assert len(pairs) == 50 + 45
     assert group_pairs(ids, groups, task="g", max_pairs_per_group=50, seed=1).rows() == pairs.rows()
     assert group_pairs(ids, groups, task="g", max_pairs_per_group=50, seed=2).rows() != pairs.rows()
+
+
+def test_component_folds_do_not_depend_on_the_pairs_order() -> None:
+    pairs_frame = pd.read_csv(WDC / "pairs.csv", dtype=str, keep_default_na=False)
+    products = pd.read_csv(WDC / "products.csv", dtype=str, keep_default_na=False)
+    cluster = dict(zip(products["id"], products["cluster_id"]))
+    labels = pairs_frame["label"].astype(np.int8).to_numpy()
+    forward = PairSet("wdc", pairs_frame["id_a"].to_numpy(object), pairs_frame["id_b"].to_numpy(object), labels)
+    backward = forward.take(np.arange(len(forward))[::-1])
+    fold_forward, items_forward = component_folds(forward, folds=3, groups=cluster)
+    fold_backward, items_backward = component_folds(backward, folds=3, groups=cluster)
+    assert np.array_equal(fold_backward[::-1], fold_forward)
+    assert items_backward == items_forward
