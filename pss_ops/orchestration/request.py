@@ -31,6 +31,11 @@ class RunRequest:
         return asdict(self)
 
 
+def config_directory(config_path: str) -> Path:
+    """Where a config's relative paths start: its directory (for an s3:// config, the working directory)."""
+    return Path.cwd() if storage.is_s3(config_path) else Path(config_path).resolve().parent
+
+
 def safe_run_id(run_id: str) -> str:
     """An orchestrator's run id made safe for paths and S3 keys ('scheduled__2026-11-20T00:00:00+00:00')."""
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", run_id)
@@ -49,7 +54,7 @@ def prepare_run(
 ) -> RunRequest:
     """Freeze the config into the run directory and build the plan step's arguments."""
     config = with_k(load_config(config_path), k)
-    base = Path(config_path).resolve().parent if not storage.is_s3(config_path) else Path.cwd()
+    base = config_directory(config_path)
     if not config.catalog_uri:
         raise ValueError(f"config {config_path} sets no catalog_uri; the scheduled refresh needs one")
     catalog_uri = storage.resolve(config.catalog_uri, base)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from pss_ops import storage
 from pss_ops.config import AppConfig, dump_config, load_config
 from pss_ops.learning.pairs import format_pair_source, parse_pair_source
 from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, dump_training_config, read_training_config
-from pss_ops.orchestration.request import safe_run_id
+from pss_ops.orchestration.request import config_directory, safe_run_id
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +38,6 @@ class TrainingRequest:
     def as_dict(self) -> dict[str, Any]:
         """The request as a JSON-able dict."""
         return asdict(self)
-
-
-def config_directory(config_path: str) -> Path:
-    """Where a config's relative paths start: its directory (for an s3:// config, the working directory)."""
-    return Path.cwd() if storage.is_s3(config_path) else Path(config_path).resolve().parent
 
 
 def resolve_runs_root(config: AppConfig, config_path: str, runs_uri: str | None = None) -> str | None:
