@@ -11,6 +11,8 @@ import pyarrow.compute as pc
 
 from pss_ops.config import AppConfig, PostFilterConfig
 
+ARROW_ARRAYS = (pa.Array, pa.ChunkedArray)
+
 
 def candidates_per_query(config: AppConfig) -> int:
     """How many candidates the first search round keeps per query: k over-fetched, since the filter runs after the search."""
@@ -27,6 +29,10 @@ def attribute_rules(rules: PostFilterConfig) -> Iterator[tuple[str, str, bool]]:
 
 def attribute_verdict(query_values: Any, candidate_values: Any, *, same: bool) -> np.ndarray:
     """Elementwise (broadcasting) verdict of one attribute rule; NULL proves neither sameness nor difference, so it fails both."""
+    if isinstance(query_values, ARROW_ARRAYS) and isinstance(candidate_values, ARROW_ARRAYS):
+        # A candidate table's columns, compared in Arrow: no Python object per row (millions per partition).
+        compared = (pc.equal if same else pc.not_equal)(query_values, candidate_values)
+        return np.asarray(pc.fill_null(compared, False).to_numpy(zero_copy_only=False), dtype=bool)
     q = np.asarray(query_values, dtype=object)
     c = np.asarray(candidate_values, dtype=object)
     known = (q != None) & (c != None)  # noqa: E711 - elementwise NULL test on object arrays
@@ -52,15 +58,11 @@ def passes(
 
 def filter_mask(table: pa.Table, rules: PostFilterConfig) -> tuple[np.ndarray, dict[str, int]]:
     """Which rows of a candidate table (score, q_<attribute>, c_<attribute> columns) survive, and what each rule removed."""
-
-    def values(column: str) -> np.ndarray:
-        return table.column(column).to_numpy(zero_copy_only=False)
-
     names = [attribute for _, attribute, _ in attribute_rules(rules)]
     return passes(
         rules,
-        {a: values(f"q_{a}") for a in names},
-        {a: values(f"c_{a}") for a in names},
+        {a: table.column(f"q_{a}") for a in names},
+        {a: table.column(f"c_{a}") for a in names},
         table.column("score").to_numpy(),
     )
 
