@@ -13,7 +13,16 @@ from typing import Any
 
 from pss_ops import storage
 from pss_ops.catalog.validate import CatalogError
-from pss_ops.cli.step import ARRAY_INDEX_ENV, STEPS, WAREHOUSE_ENV, _train, _training_arguments, add_step_parser, categories, iso_date
+from pss_ops.cli.step import (
+    ARRAY_INDEX_ENV,
+    STEPS,
+    WAREHOUSE_ENV,
+    add_step_parser,
+    add_training_arguments,
+    categories,
+    iso_date,
+    train_from_arguments,
+)
 from pss_ops.config import ConfigError, load_config, with_k
 from pss_ops.features.cache.backends import open_cache
 
@@ -107,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """`pss train`: train, evaluate on held-out queries and register a model; print the comparison."""
     from pss_ops.quality.evaluate import format_table
 
-    report = _train(args, storage.join(args.out, "train_report.json"))
+    report = train_from_arguments(args, storage.join(args.out, "train_report.json"))
     flat = {"model_id": report["model_id"]}
     for name, tasks in report["holdout"].items():
         for task, figures in tasks.items():
@@ -149,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_step_parser(sub)
 
     train = sub.add_parser("train", help="train a SiameseNet on labelled pairs, evaluate it, register it (never promotes)")
-    _training_arguments(train, in_step=False)
+    add_training_arguments(train, in_step=False)
     train.add_argument("--out", required=True, help="directory for train_report.json")
     train.set_defaults(func=cmd_train)
 

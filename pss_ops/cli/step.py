@@ -44,7 +44,8 @@ def iso_date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
 
 
-def _training_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> None:
+    """The options of `pss train` and `pss step train` (the step's --config/--catalog are checked by train_from_arguments)."""
     if not in_step:
         parser.add_argument("--config", required=True, help="application config (its features define the compound input)")
         parser.add_argument("--catalog", required=True, help="catalog the pairs' items come from")
@@ -56,7 +57,9 @@ def _training_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> No
     parser.add_argument("--training-config", help="YAML of pss_ops.learning.settings.TrainingConfig fields")
 
 
-def _train(args: argparse.Namespace, report_uri: str) -> dict[str, Any]:
+def train_from_arguments(args: argparse.Namespace, report_uri: str) -> dict[str, Any]:
+    """Train, evaluate and register a model from `pss train`'s options; the report is written to report_uri and returned."""
+    # Imported here: torch loads only when a training command runs, not for every `pss` invocation.
     from pss_ops.learning.pairs import parse_pair_source
     from pss_ops.learning.pipeline import train_model, write_report
 
@@ -107,10 +110,10 @@ def _publish_options(parser: argparse.ArgumentParser) -> None:
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
     _run_uri_option(parser)
-    # Optional in argparse: _train checks them with --pairs and --registry and names all four in one message.
+    # Optional in argparse: train_from_arguments checks them with --pairs and --registry and names all four in one message.
     parser.add_argument("--config", help="application config (its features define the compound input)")
     parser.add_argument("--catalog", help="catalog the pairs' items come from")
-    _training_arguments(parser, in_step=True)
+    add_training_arguments(parser, in_step=True)
 
 
 # --- handlers ---------------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train_step(args: argparse.Namespace) -> int:
-    print(json.dumps(_train(args, training_report_uri(args.run_uri)), default=str))
+    print(json.dumps(train_from_arguments(args, training_report_uri(args.run_uri)), default=str))
     return 0
 
 

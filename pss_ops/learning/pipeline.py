@@ -19,9 +19,6 @@ from pss_ops.learning import part_numbers
 from pss_ops.learning.folds import split_by_query
 from pss_ops.learning.mining import FeatureBlocks, clean_pairs, hard_negatives, random_negatives
 from pss_ops.learning.pairs import NEGATIVE, PairSet, format_pair_source, read_pairs
-
-# Re-exported: cli._train imports it from here (its one definition is in pairs.py).
-from pss_ops.learning.pairs import parse_pair_source as parse_pair_source
 from pss_ops.learning.registry import save_model
 from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, TrainingConfig
 from pss_ops.learning.train import model_spec, train_siamese

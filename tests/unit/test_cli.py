@@ -155,7 +155,7 @@ def test_training_dag_arguments_reach_train(monkeypatch: pytest.MonkeyPatch, cap
         seen.append((args, report_uri))
         return {"model_id": "siamese-x", "when": dt.date(2024, 5, 1)}
 
-    monkeypatch.setattr("pss_ops.cli.step._train", fake_train)
+    monkeypatch.setattr("pss_ops.cli.step.train_from_arguments", fake_train)
     capsys.readouterr()
     assert main(["step", *step_arguments("train", RUN), *extra]) == 0
     ((args, report_uri),) = seen
