@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pss_ops import storage
-from pss_ops.config import dump_config, load_config, with_k
+from pss_ops.config import AppConfig, dump_config, load_config, with_k
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ class RunRequest:
 def config_directory(config_path: str) -> Path:
     """Where a config's relative paths start: its directory (for an s3:// config, the working directory)."""
     return Path.cwd() if storage.is_s3(config_path) else Path(config_path).resolve().parent
+
+
+def freeze_config(run_uri: str, config: AppConfig) -> str:
+    """Write the config a run uses into its directory, so later edits to the file cannot change the run; returns its URI."""
+    config_uri = storage.join(run_uri, "config.yaml")
+    storage.write_text(config_uri, dump_config(config))
+    return config_uri
 
 
 def safe_run_id(run_id: str) -> str:
@@ -71,8 +78,7 @@ def prepare_run(
     run_id = safe_run_id(run_id)
     day = snapshot_date.isoformat()
     run_uri = storage.join(root, config.application, day, run_id)
-    config_uri = storage.join(run_uri, "config.yaml")
-    storage.write_text(config_uri, dump_config(config))
+    config_uri = freeze_config(run_uri, config)
     wanted = sorted(dict.fromkeys(c.strip() for c in categories or [] if c.strip()))
     arguments = ["--config", config_uri, "--catalog", catalog_uri, "--snapshot-date", day, "--run-id", run_id, "--cache-uri", cache]
     if wanted:

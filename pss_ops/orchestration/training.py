@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pss_ops import storage
-from pss_ops.config import AppConfig, dump_config, load_config
+from pss_ops.config import AppConfig, load_config
 from pss_ops.learning.pairs import format_pair_source, parse_pair_source
 from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, dump_training_config, read_training_config
-from pss_ops.orchestration.request import config_directory, safe_run_id
+from pss_ops.orchestration.request import config_directory, freeze_config, safe_run_id
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,7 @@ def prepare_training(
 
     run_id = safe_run_id(run_id)
     run_uri = storage.join(runs_root, config.application, "training", run_id)
-    config_uri = storage.join(run_uri, "config.yaml")
-    storage.write_text(config_uri, dump_config(config))
+    config_uri = freeze_config(run_uri, config)
     training_uri = storage.join(run_uri, "training.yaml")
     storage.write_text(training_uri, dump_training_config(training))
     pair_arguments = [format_pair_source(uri, task) for uri, task in sources]

@@ -24,6 +24,7 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
         top, rank = rank_top_k(table, survive, config.k)
         n = top.num_rows
         # The warehouse table's shape decides the column order and types (warehouse.schema).
+        shape = arrow_schema()
         output = (
             pa.table(
                 {
@@ -37,8 +38,8 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
                     "run_id": pa.array([ctx.run_id] * n),
                 }
             )
-            .select(arrow_schema().names)
-            .cast(arrow_schema())
+            .select(shape.names)
+            .cast(shape)
         )
         # Ranks run 1..rows within a query, so a query has all k rows exactly when it has a rank k.
         queries_short = queried.queries - int((rank == config.k).sum())

@@ -106,6 +106,7 @@ def sa_table() -> sa.Table:
     )
 
 
+@cache
 def arrow_schema() -> pa.Schema:
     """The Parquet/Arrow schema of the table's rows (similar_items.parquet, the post-filter's output)."""
     import pyarrow as pa
