@@ -93,6 +93,43 @@ class PrecomputedVectorFeature(_Strict):
 
 Feature = Annotated[TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature, Field(discriminator="type")]
 
+# Hash buckets of the lexical retriever's n-grams: collisions are rare at a million, and the IDF table of a
+# scope stores only the buckets its items use.
+LEXICAL_BUCKETS = 1 << 20
+
+
+class DenseRetriever(_Strict):
+    """The compound embedding of `features` (or the learned model on top of it), searched with HNSW (`index`)."""
+
+    type: Literal["dense"]
+    name: str = Field("dense", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    # Share of this retriever's cosine in the fused score (weights are divided by their sum).
+    weight: float = Field(1.0, gt=0)
+
+
+class LexicalRetriever(_Strict):
+    """TF-IDF over text fields: sublinear tf, IDF fitted on the scope searched, exact top-k by sparse dot products.
+
+    Character n-grams within word boundaries by default, the baseline Coupang's embeddings had to beat.
+    """
+
+    type: Literal["lexical"]
+    name: str = Field("lexical", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    fields: tuple[TextField, ...] = Field(("title",), min_length=1)
+    analyzer: Literal["char_wb", "char", "word"] = "char_wb"
+    ngram_min: int = Field(2, ge=1, le=10)
+    ngram_max: int = Field(4, ge=1, le=10)
+    weight: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ngram_order(self) -> LexicalRetriever:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError("ngram_min must not exceed ngram_max")
+        return self
+
+
+Retriever = Annotated[DenseRetriever | LexicalRetriever, Field(discriminator="type")]
+
 
 _MEMORY_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -156,10 +193,9 @@ class PostFilterConfig(_Strict):
     same: tuple[str, ...] = ()
     different: tuple[str, ...] = ()
     min_score: float = Field(-1.0, ge=-1, le=1)
-    # The filter runs after the search, so the search over-fetches k * this many candidates.
+    # Each retriever finds k * this many candidates per query (the rules applied during the search), so the
+    # fused ranking and min_score choose the k published rows from more than k.
     candidate_multiplier: int = Field(4, ge=1, le=100)
-    # Queries still short of k after filtering are searched again, deeper, up to this many candidates.
-    max_candidates: int = Field(1000, ge=1)
 
     @field_validator("same", "different")
     @classmethod
@@ -229,6 +265,9 @@ class AppConfig(_Strict):
     application: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
     description: str = ""
     features: tuple[Feature, ...] = Field(min_length=1)
+    # Each query's candidates are the union of every retriever's top k * candidate_multiplier, ranked by the
+    # weighted mean of the retrievers' cosines. The default is the compound embedding alone.
+    retrievers: tuple[Retriever, ...] = Field((DenseRetriever(type="dense"),), min_length=1)
     k: int = Field(10, ge=1, le=1000)
     scope: Literal["category", "global"] = "category"
     index: IndexConfig = IndexConfig()
@@ -250,7 +289,18 @@ class AppConfig(_Strict):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"feature names must be unique, repeated: {', '.join(duplicated)}")
+        retrievers = [r.name for r in self.retrievers]
+        repeated = sorted({n for n in retrievers if retrievers.count(n) > 1})
+        if repeated:
+            raise ValueError(f"retriever names must be unique, repeated: {', '.join(repeated)}")
+        if sum(isinstance(r, DenseRetriever) for r in self.retrievers) != 1:
+            raise ValueError("retrievers must include exactly one 'dense' retriever (the compound embedding of features)")
         return self
+
+    @property
+    def lexical_retrievers(self) -> tuple[LexicalRetriever, ...]:
+        """The lexical retrievers, in config order."""
+        return tuple(r for r in self.retrievers if isinstance(r, LexicalRetriever))
 
     @property
     def dim(self) -> int:

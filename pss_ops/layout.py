@@ -29,6 +29,15 @@ def embed_manifest(run_uri: str, name: str) -> str:
     return storage.join(run_uri, "embed", f"{name}.json")
 
 
+def lexical_tf(run_uri: str, name: str, retriever: str) -> str:
+    return storage.join(run_uri, "embed", f"{name}.{retriever}.tf.npz")
+
+
+def lexical_idf(run_uri: str, retriever: str, first_index_partition: str) -> str:
+    # A scope's IDF is named after its first index partition: scope names are catalog values, not path-safe.
+    return storage.join(run_uri, "index_plan", f"{first_index_partition}.{retriever}.idf.npz")
+
+
 def index_plan_manifest(run_uri: str) -> str:
     return storage.join(run_uri, "index_plan", "manifest.json")
 
@@ -39,6 +48,10 @@ def index_file(run_uri: str, name: str) -> str:
 
 def index_ids(run_uri: str, name: str) -> str:
     return storage.join(run_uri, "index", f"{name}.ids.parquet")
+
+
+def lexical_index(run_uri: str, name: str, retriever: str) -> str:
+    return storage.join(run_uri, "index", f"{name}.{retriever}.tfidf.npz")
 
 
 def index_manifest(run_uri: str, name: str) -> str:

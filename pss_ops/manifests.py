@@ -80,6 +80,8 @@ class EmbeddedPartition(Manifest):
     cache_hits: int
     cache_misses: int
     seconds: float
+    # Per lexical retriever: its sublinear term frequencies of these rows (features.lexical), fitted into TF-IDF later.
+    lexical_tf: dict[str, str] = {}
 
 
 class RowSlice(Manifest):
@@ -88,6 +90,8 @@ class RowSlice(Manifest):
     uri: str
     start: int
     stop: int
+    # The same rows' lexical term frequencies, per lexical retriever (the embedded partition's lexical_tf).
+    lexical_tf: dict[str, str] = {}
 
 
 class IndexPartition(Manifest):
@@ -102,6 +106,8 @@ class IndexPartition(Manifest):
     hnsw_m: int
     ef_construction: int
     ef_search: int
+    # Per lexical retriever: the IDF fitted on this partition's whole scope (every index partition of a scope shares it).
+    lexical_idf: dict[str, str] = {}
 
 
 class TuningTrial(Manifest):
@@ -190,18 +196,26 @@ class BuiltIndex(Manifest):
     # With index.tuning: recall@k measured on this index at ef_search, and how ef_search was found.
     measured_recall: float | None = None
     calibration: EfCalibration | None = None
+    # Per lexical retriever: the TF-IDF rows of this partition (scope IDF, L2-normalised), searched exactly.
+    lexical: dict[str, str] = {}
 
 
 class QueriedPartition(Manifest):
-    """Output of query for one query partition: the merged top candidates, before filtering."""
+    """Output of query for one query partition: the union of the retrievers' filtered candidates, fused and ranked."""
 
     name: str
     scope: str
     uri: str
     queries: int
+    # Per retriever: candidates found per query (k * candidate_multiplier), the attribute rules applied in the search.
     candidates_per_query: int
-    search_rounds: int
-    queries_searched_deeper: int
+    retrievers: tuple[str, ...]
+    # Queries with no eligible candidate in their scope (every item in it fails an attribute rule).
+    queries_without_candidates: int
+    # Dense search: queries answered exactly over their eligible rows because the filter is selective, and
+    # queries HNSW returned short of the eligible count, searched again exactly (the fallback).
+    dense_queries_exact: int
+    dense_queries_fallback: int
     index_partitions_searched: int
     seconds: float
 

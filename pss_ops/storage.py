@@ -5,6 +5,7 @@ pyarrow is imported only by the Parquet functions and for s3:// URIs, so DAG par
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
@@ -189,6 +191,23 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Write atomically."""
     with _writing(uri) as out:
         out.write(data)
+
+
+def write_arrays(uri: str, **arrays: np.ndarray) -> None:
+    """Named numpy arrays as one .npz file, atomically (a safe format: read back without pickle)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    write_bytes(uri, buffer.getvalue())
+
+
+def read_arrays(uri: str) -> dict[str, np.ndarray]:
+    """The arrays of a file written by write_arrays; object arrays (pickles) are refused."""
+    import numpy as np
+
+    with np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def read_text(uri: str) -> str:

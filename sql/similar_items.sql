@@ -1,6 +1,7 @@
 -- similar_items: the published result of PSS, one row per (query item, rank).
 -- Each row says: in this application's catalog snapshot, within this category,
 -- candidate_item_id is the rank-th most similar item to query_item_id (higher score = more similar).
+-- found_by and retriever_scores are NULL on rows published before retrievers were recorded.
 -- run_id names the pipeline run that produced the row.
 -- Portable DDL: runs unchanged on SQLite and PostgreSQL 15.
 
@@ -13,6 +14,10 @@ CREATE TABLE IF NOT EXISTS similar_items (
     rank              INTEGER          NOT NULL,
     score             DOUBLE PRECISION NOT NULL,
     run_id            TEXT             NOT NULL,
+    -- Retrievers whose own top list held the candidate, comma-separated ("dense,lexical"): the overlap.
+    found_by          TEXT,
+    -- Each retriever's cosine for the pair as a JSON object ({"dense": 0.91, "lexical": 0.62}); score fuses them.
+    retriever_scores  TEXT,
     PRIMARY KEY (application, snapshot_date, category, query_item_id, rank)
 );
 

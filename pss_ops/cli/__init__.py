@@ -37,8 +37,9 @@ def _print_summary(summary: dict[str, Any], outputs: str) -> None:
         f"{counts['rows_rejected']} rejected, {counts['rows_out_of_scope']} out of scope",
         f"partitions       {counts['catalog_partitions']} catalog, {counts['index_partitions']} index",
         f"embedding cache  {cache['hits']} hits, {cache['misses']} computed",
-        f"search recall@{search['k']}  {search['recall_at_k']} before the post-filter, {search.get('filtered_recall_at_k')} after it, "
-        f"against exact brute force on {search['sample_queries']} queries",
+        f"search recall@{search['k']}  "
+        + ", ".join(f"{name} {value}" for name, value in search.get("recall_by_retriever", {}).items())
+        + f" against exact brute force with the same rules, on {search['sample_queries']} queries",
         f"published        {counts['rows_published']} rows for {counts['queries']} queries ({counts['queries_short_of_k']} short of k)",
         "seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in summary.get("wall_seconds", summary["step_seconds"]).items()),
         f"outputs          {outputs}",

@@ -1,4 +1,4 @@
-"""Hashed character n-grams: a stateless lexical feature, so model numbers like 'PSLX350H' count."""
+"""Lexical text features: hashed n-grams for the compound embedding, and the lexical retriever's TF-IDF."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 
+from pss_ops import storage
+from pss_ops.config import LEXICAL_BUCKETS, LexicalRetriever
 from pss_ops.features.normalise import l2_normalise
 
 
@@ -53,3 +56,75 @@ def model_token_vectors(texts: Sequence[str], *, dims: int) -> np.ndarray:
         dtype=np.float32,
     )
     return _unit_rows(vectorizer.transform(list(texts)))
+
+
+# --- the lexical retriever's weights: hashed sublinear term frequencies per item, IDF fitted per scope ----------
+
+
+def term_frequencies(texts: Sequence[str], retriever: LexicalRetriever) -> sparse.csr_matrix:
+    """Sublinear tf (1 + log count) of each text's hashed terms; depends on the item alone, like every embed output."""
+    vectorizer = HashingVectorizer(
+        analyzer=retriever.analyzer,
+        ngram_range=(retriever.ngram_min, retriever.ngram_max),
+        n_features=LEXICAL_BUCKETS,
+        alternate_sign=False,
+        norm=None,
+        lowercase=True,
+        dtype=np.float32,
+    )
+    counts = vectorizer.transform(list(texts)).tocsr()
+    counts.data = (1.0 + np.log(counts.data)).astype(np.float32)
+    counts.sort_indices()
+    return counts
+
+
+def document_frequencies(tf: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket, number of rows holding it) for every bucket some row holds: what one partition adds to its scope's IDF."""
+    buckets, counts = np.unique(tf.indices, return_counts=True)
+    return buckets.astype(np.int32), counts.astype(np.int64)
+
+
+def idf_table(documents: int, buckets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Smooth IDF per bucket, as scikit-learn's TfidfVectorizer: ln((1 + n) / (1 + df)) + 1; unused buckets get df 0."""
+    idf = np.full(LEXICAL_BUCKETS, np.log1p(documents) + 1.0, dtype=np.float64)
+    idf[buckets] = np.log((1.0 + documents) / (1.0 + counts)) + 1.0
+    return idf.astype(np.float32)
+
+
+def tfidf_rows(tf: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
+    """TF-IDF rows, L2-normalised, so a sparse dot product is the cosine; rows with no terms stay empty."""
+    weighted = tf.multiply(idf[None, :]).tocsr().astype(np.float32)
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    scaled = sparse.diags((1.0 / norms).astype(np.float32)) @ weighted
+    scaled = scaled.tocsr()
+    scaled.sort_indices()
+    return scaled
+
+
+def read_idf(uri: str) -> np.ndarray:
+    """A scope's IDF table from the document frequencies plan_index wrote."""
+    arrays = storage.read_arrays(uri)
+    return idf_table(int(arrays["documents"]), arrays["df_buckets"], arrays["df_counts"])
+
+
+def write_sparse(uri: str, matrix: sparse.csr_matrix, **extra: np.ndarray) -> None:
+    """A CSR matrix (and extra arrays) as .npz through the storage layer."""
+    storage.write_arrays(
+        uri,
+        data=matrix.data,
+        indices=matrix.indices,
+        indptr=matrix.indptr,
+        shape=np.asarray(matrix.shape, dtype=np.int64),
+        **extra,
+    )
+
+
+def read_sparse(uri: str, start: int = 0, stop: int | None = None) -> tuple[sparse.csr_matrix, dict[str, np.ndarray]]:
+    """Rows [start, stop) of a CSR matrix written by write_sparse, and its extra arrays."""
+    arrays = storage.read_arrays(uri)
+    shape = tuple(int(x) for x in arrays.pop("shape"))
+    matrix = sparse.csr_matrix((arrays.pop("data"), arrays.pop("indices"), arrays.pop("indptr")), shape=shape)
+    if start or (stop is not None and stop != shape[0]):
+        matrix = matrix[start:stop]
+    return matrix, arrays

@@ -1,79 +1,171 @@
-"""A query partition's candidates: every index of its scope searched, merged exactly, self excluded, ranked."""
+"""A query partition's candidates: every retriever searched over every index of its scope, filtered, united, fused.
+
+Per index partition, each retriever finds its best `fetch` eligible rows (search.dense, search.lexical; the
+attribute rules applied during the search). Their union is scored by every retriever, so each row carries each
+retriever's cosine and which retrievers found it. Across index partitions a row survives while it is within some
+retriever's best `fetch` for its query, so memory stays (queries x fetch x retrievers). The rows are ranked by the
+fused score: the retrievers' cosines averaged with their configured weights.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy import sparse
 
 from pss_ops import storage
+from pss_ops.config import AppConfig, DenseRetriever
+from pss_ops.features.lexical import read_sparse
 from pss_ops.manifests import BuiltIndex
-from pss_ops.search.hnsw import load_index, search_hnsw
-from pss_ops.search.merge import merge_topk, pack_ids, unpack_ids
+from pss_ops.search.dense import filtered_search, index_vectors
+from pss_ops.search.eligibility import Eligibility
+from pss_ops.search.hnsw import load_index
+from pss_ops.search.lexical import lexical_search, pair_cosines
+from pss_ops.search.merge import pack_ids, unpack_ids
+
+PAIR_CHUNK = 16_384
 
 
-def search_scope(vectors: np.ndarray, indexes: list[BuiltIndex], fetch: int) -> tuple[np.ndarray, np.ndarray, dict[int, pa.Table]]:
-    """Search every index of a scope, one loaded at a time, and merge: (scores, packed ids, id tables)."""
-    id_tables: dict[int, pa.Table] = {}
-
-    def per_partition() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for built in indexes:
-            # Each index is searched with the efSearch recorded when it was built (the plan's, or calibrated).
-            scores, rows = search_hnsw(load_index(built.index_uri), vectors, min(fetch, built.rows), max(built.ef_search, fetch))
-            id_tables[built.number] = storage.read_parquet(built.ids_uri)
-            yield scores, pack_ids(built.number, rows)
-
-    scores, packed = merge_topk(per_partition(), len(vectors), fetch)
-    # Inner products of unit float32 vectors can pass 1 by rounding (an identical item scores 1.0000001);
-    # the published score is a cosine, so it is kept in a cosine's range. Empty slots are told by id, not score.
-    np.clip(scores, -1.0, 1.0, out=scores)
-    return scores, packed, id_tables
+def score_column(retriever: str) -> str:
+    """The query output's column of one retriever's cosine."""
+    return f"score_{retriever}"
 
 
-def candidate_table(
+def found_column(retriever: str) -> str:
+    """The query output's column saying whether the retriever's own top list held the row."""
+    return f"found_{retriever}"
+
+
+def fused_scores(config: AppConfig, scores: dict[str, np.ndarray]) -> np.ndarray:
+    """The weighted mean of the retrievers' cosines: the score rows are ranked and published by."""
+    total = sum(r.weight for r in config.retrievers)
+    return sum(np.float64(r.weight / total) * scores[r.name].astype(np.float64) for r in config.retrievers)  # type: ignore[return-value]
+
+
+@dataclass
+class ScopeSearch:
+    """The fused candidate table of one query partition and how its dense searches were answered."""
+
+    table: pa.Table
+    dense_queries_exact: int
+    dense_queries_fallback: int
+
+
+def _dense_pair_scores(queries: np.ndarray, base: np.ndarray, query_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = np.empty(len(query_rows), dtype=np.float32)
+    for start in range(0, len(query_rows), PAIR_CHUNK):
+        stop = start + PAIR_CHUNK
+        out[start:stop] = np.einsum("ij,ij->i", queries[query_rows[start:stop]], base[rows[start:stop]])
+    # Inner products of unit float32 vectors can pass 1 by rounding; the published score is a cosine.
+    return np.clip(out, -1.0, 1.0)
+
+
+def _keep_best(rows: dict[str, np.ndarray], names: list[str], fetch: int) -> dict[str, np.ndarray]:
+    """Rows still within some retriever's best `fetch` of their query (a retriever's flag is cleared past it)."""
+    position = rows["_position"]
+    for name in names:
+        found = rows[found_column(name)]
+        order = np.lexsort((-rows[score_column(name)], ~found, position))
+        ranked_position = position[order]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = ranked_position[1:] != ranked_position[:-1]
+        first = np.flatnonzero(starts)
+        rank = np.arange(len(order)) - first[np.cumsum(starts) - 1]
+        within = np.zeros(len(order), dtype=bool)
+        within[order] = rank < fetch
+        rows[found_column(name)] = found & within
+    alive = np.logical_or.reduce([rows[found_column(n)] for n in names])
+    return {key: value[alive] for key, value in rows.items()}
+
+
+def search_scope(
+    config: AppConfig,
     queries: pa.Table,
-    positions: np.ndarray,
     vectors: np.ndarray,
+    lexical_queries: dict[str, sparse.csr_matrix],
     indexes: list[BuiltIndex],
     fetch: int,
-    attributes: tuple[str, ...],
-) -> tuple[pa.Table, np.ndarray]:
-    """Each query's best `fetch` candidates (self excluded) with q_/c_ attribute columns, and whether its list was full."""
-    # One extra slot: the query item is in the index and is dropped below.
-    scores, packed, id_tables = search_scope(vectors, indexes, fetch + 1)
-    numbers, rows = unpack_ids(packed)
-    valid = packed >= 0
-    # The scope's id tables end to end, so a candidate is one row number into them (Arrow take, no Python objects).
-    order = sorted(id_tables)
-    scope_ids = (
-        pa.concat_tables([id_tables[n] for n in order]) if order else pa.table({"item_id": pa.array([], pa.string())})
-    ).combine_chunks()
-    first_row = np.zeros(max(order, default=0) + 1, dtype=np.int64)
-    first_row[order] = np.cumsum([0, *(id_tables[n].num_rows for n in order)])[:-1]
-    row = np.where(valid, first_row[np.where(valid, numbers, 0)] + rows, 0)
+) -> ScopeSearch:
+    """Each query's union of the retrievers' best `fetch` eligible candidates (self excluded), fused and ranked."""
+    names = [r.name for r in config.retrievers]
+    dense = next(r for r in config.retrievers if isinstance(r, DenseRetriever))
+    rules = config.post_filter
+    query_ids = queries.column("item_id")
+    id_tables: dict[int, pa.Table] = {}
+    kept: dict[str, np.ndarray] | None = None
+    exact = fallback = 0
+    for built in indexes:
+        index = load_index(built.index_uri)
+        ids = storage.read_parquet(built.ids_uri)
+        id_tables[built.number] = ids
+        eligibility = Eligibility(rules, queries, ids)
+        # One extra slot: the query item is in its own scope's index, and is dropped below.
+        wanted = fetch + 1
+        found: dict[str, np.ndarray] = {}
+        _, found[dense.name], stats = filtered_search(index, vectors, wanted, built.ef_search, built.hnsw_m, eligibility)
+        exact, fallback = exact + stats.exact, fallback + stats.fallback
+        lexical_rows = {}
+        for retriever in config.lexical_retrievers:
+            lexical_rows[retriever.name] = read_sparse(built.lexical[retriever.name])[0]
+            _, found[retriever.name] = lexical_search(lexical_queries[retriever.name], lexical_rows[retriever.name], wanted, eligibility)
+        # The union: each (query, row) pair once, with the retrievers that found it.
+        n = max(int(index.ntotal), 1)
+        keys = {name: (np.arange(len(f))[:, None] * n + f)[f >= 0] for name, f in found.items()}
+        union = np.unique(np.concatenate(list(keys.values())))
+        query_rows, rows = union // n, union % n
+        not_self = pc.not_equal(ids.column("item_id").take(pa.array(rows)), query_ids.take(pa.array(query_rows)))
+        keep = np.asarray(not_self.to_numpy(zero_copy_only=False), dtype=bool)
+        union, query_rows, rows = union[keep], query_rows[keep], rows[keep]
+        part: dict[str, np.ndarray] = {"_position": query_rows, "_packed": pack_ids(built.number, rows)}
+        part[score_column(dense.name)] = _dense_pair_scores(vectors, index_vectors(index), query_rows, rows)
+        for name, matrix in lexical_rows.items():
+            part[score_column(name)] = pair_cosines(lexical_queries[name], matrix, query_rows, rows)
+        for name in names:
+            part[found_column(name)] = np.isin(union, keys[name])
+        merged = part if kept is None else {key: np.concatenate([kept[key], part[key]]) for key in part}
+        kept = _keep_best(merged, names, fetch)
+        del index, lexical_rows
+    return ScopeSearch(_table(config, queries, kept, id_tables, names), exact, fallback)
 
-    query_item = queries.column("item_id")
-    q_all, slot_all = np.nonzero(valid)
-    candidate = scope_ids.column("item_id").take(pa.array(row[q_all, slot_all]))
-    not_self = pc.not_equal(candidate, query_item.take(pa.array(q_all))).to_numpy(zero_copy_only=False)
-    keep = np.zeros_like(valid)
-    keep[q_all[not_self], slot_all[not_self]] = True
-    keep &= np.cumsum(keep, axis=1) <= fetch
-    full = keep.sum(axis=1) == fetch
-    q_index, slot = np.nonzero(keep)
-    rank = (np.cumsum(keep, axis=1) - 1)[q_index, slot] + 1
-    by_query, by_candidate = pa.array(q_index), pa.array(row[q_index, slot])
+
+def _table(
+    config: AppConfig, queries: pa.Table, rows: dict[str, np.ndarray] | None, id_tables: dict[int, pa.Table], names: list[str]
+) -> pa.Table:
+    """The candidate rows by query, then fused score: q_/c_ attribute columns, each retriever's score and flag."""
+    if rows is None:
+        rows = {"_position": np.zeros(0, np.int64), "_packed": np.zeros(0, np.int64)}
+        rows.update({score_column(n): np.zeros(0, np.float32) for n in names})
+        rows.update({found_column(n): np.zeros(0, bool) for n in names})
+    fused = fused_scores(config, {n: rows[score_column(n)] for n in names})
+    # Ties in the fused score go to the smaller packed id, so reruns rank identically.
+    order = np.lexsort((rows["_packed"], -fused, rows["_position"]))
+    position = rows["_position"][order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = position[1:] != position[:-1]
+    rank = np.arange(len(order)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
+    numbers, local = unpack_ids(rows["_packed"][order])
+    ordered = sorted(id_tables)
+    scope_ids = (
+        pa.concat_tables([id_tables[n] for n in ordered]) if ordered else pa.table({"item_id": pa.array([], pa.string())})
+    ).combine_chunks()
+    first_row = np.zeros(max(ordered, default=0) + 1, dtype=np.int64)
+    first_row[ordered] = np.cumsum([0, *(id_tables[n].num_rows for n in ordered)])[:-1]
+    by_query, by_candidate = pa.array(position), pa.array(first_row[numbers] + local if len(order) else np.zeros(0, np.int64))
     columns = {
-        "query_item_id": query_item.take(by_query),
+        "query_item_id": queries.column("item_id").take(by_query),
         "category": queries.column("category").take(by_query),
         "candidate_item_id": scope_ids.column("item_id").take(by_candidate),
-        "score": pa.array(scores[q_index, slot].astype(np.float64)),
+        "score": pa.array(fused[order]),
         "search_rank": pa.array(rank.astype(np.int32)),
     }
-    for a in attributes:
+    for name in names:
+        columns[score_column(name)] = pa.array(rows[score_column(name)][order].astype(np.float64))
+        columns[found_column(name)] = pa.array(rows[found_column(name)][order])
+    for a in config.filter_attributes:
         columns[f"q_{a}"] = queries.column(a).take(by_query)
         columns[f"c_{a}"] = scope_ids.column(a).take(by_candidate)
-    columns["_position"] = pa.array(positions[q_index].astype(np.int64))
-    return pa.table(columns), full
+    columns["_position"] = pa.array(position.astype(np.int64))
+    return pa.table(columns)

@@ -15,7 +15,7 @@ ARROW_ARRAYS = (pa.Array, pa.ChunkedArray)
 
 
 def candidates_per_query(config: AppConfig) -> int:
-    """How many candidates the first search round keeps per query: k over-fetched, since the filter runs after the search."""
+    """How many candidates each retriever finds per query: more than k, so the fused ranking and min_score choose among them."""
     return config.k * config.post_filter.candidate_multiplier
 
 

@@ -1,4 +1,4 @@
-"""Step 4, build_index: one faiss HNSW index per index partition, plus its id table."""
+"""Step 4, build_index: one faiss HNSW index per index partition, its id table, and its TF-IDF rows per lexical retriever."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import logging
 import faiss
 import numpy as np
 import pyarrow as pa
+from scipy import sparse
 
 from pss_ops import layout, storage
 from pss_ops.features.embedded import read_vectors
+from pss_ops.features.lexical import read_idf, read_sparse, tfidf_rows, write_sparse
 from pss_ops.manifests import BuiltIndex, EfCalibration, IndexPartition, RunContext
 from pss_ops.search.filters import candidates_per_query
 from pss_ops.search.hnsw import build_hnsw, write_index
@@ -38,6 +40,7 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         ids_uri = layout.index_ids(ctx.run_uri, partition.name)
         storage.write_parquet(ids_uri, pa.concat_tables(tables))
         write_index(index_uri, index)
+        lexical = {name: _build_lexical(ctx, partition, name) for name in partition.lexical_idf}
     result = BuiltIndex(
         number=partition.number,
         name=partition.name,
@@ -51,10 +54,19 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         ef_search=ef_search,
         measured_recall=calibration.ladder[-1][1] if calibration is not None else None,
         calibration=calibration,
+        lexical=lexical,
     )
     result.write(layout.index_manifest(ctx.run_uri, partition.name))
     log.info("build_index %s: %d vectors in %.1fs", partition.name, result.rows, result.seconds)
     return result
+
+
+def _build_lexical(ctx: RunContext, partition: IndexPartition, retriever: str) -> str:
+    """The partition's rows as TF-IDF with its scope's IDF, L2-normalised, written for the query step's exact search."""
+    blocks = [read_sparse(piece.lexical_tf[retriever], piece.start, piece.stop)[0] for piece in partition.slices]
+    uri = layout.lexical_index(ctx.run_uri, partition.name, retriever)
+    write_sparse(uri, tfidf_rows(sparse.vstack(blocks, format="csr"), read_idf(partition.lexical_idf[retriever])))
+    return uri
 
 
 def _calibrate(ctx: RunContext, partition: IndexPartition, index: faiss.IndexHNSWFlat, vectors: np.ndarray, start_ef: int) -> EfCalibration:

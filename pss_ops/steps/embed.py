@@ -1,4 +1,4 @@
-"""Step 2, embed: compound vectors for one catalog partition, through the embedding cache."""
+"""Step 2, embed: compound vectors for one catalog partition, through the embedding cache, and lexical term frequencies."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pyarrow as pa
 
 from pss_ops import layout, storage
 from pss_ops.features.cache.base import EmbeddingCache
-from pss_ops.features.compound import content_hashes, input_columns, item_vectors
+from pss_ops.features.compound import content_hashes, feature_text, input_columns, item_vectors
 from pss_ops.features.embedded import VECTOR_COLUMN, vector_column
+from pss_ops.features.lexical import document_frequencies, term_frequencies, write_sparse
 from pss_ops.manifests import CatalogPartition, EmbeddedPartition, RunContext
 from pss_ops.timing import timed
 
@@ -24,7 +25,9 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
     with timed(f"embed {partition.name}") as timer:
         table = storage.read_parquet(partition.uri)
         # Only the embedding's inputs become Python objects; kept columns go straight from Arrow to the output.
-        inputs = ["item_id", *(c for c in input_columns(config) if c in table.column_names and c != "item_id")]
+        lexical_fields = [f for r in config.lexical_retrievers for f in r.fields]
+        needed = dict.fromkeys([*input_columns(config), *lexical_fields])
+        inputs = ["item_id", *(c for c in needed if c in table.column_names and c != "item_id")]
         frame = table.select(inputs).to_pandas()
         hashes = content_hashes(frame, input_columns(config))
         keys = list(zip(frame["item_id"].tolist(), hashes))
@@ -44,6 +47,14 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         columns[VECTOR_COLUMN] = vector_column(vectors)
         uri = layout.embedded(ctx.run_uri, partition.name)
         storage.write_parquet(uri, pa.table(columns))
+        # Term frequencies are cheap and depend on the item alone; the IDF that weights them is fitted per run
+        # on the scope (plan_index), so nothing fitted on the rest of the catalog enters the cache.
+        lexical_tf = {}
+        for retriever in config.lexical_retrievers:
+            lexical_tf[retriever.name] = layout.lexical_tf(ctx.run_uri, partition.name, retriever.name)
+            tf = term_frequencies(feature_text(frame, retriever.fields), retriever)
+            buckets, counts = document_frequencies(tf)
+            write_sparse(lexical_tf[retriever.name], tf, df_buckets=buckets, df_counts=counts)
     result = EmbeddedPartition(
         name=partition.name,
         scope=partition.scope,
@@ -54,6 +65,7 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         cache_hits=len(keys) - len(missing),
         cache_misses=len(missing),
         seconds=timer.seconds,
+        lexical_tf=lexical_tf,
     )
     result.write(layout.embed_manifest(ctx.run_uri, partition.name))
     log.info("embed %s: %d rows, %d cache hits, %d computed", partition.name, result.rows, result.cache_hits, result.cache_misses)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import math
 
-from pss_ops import layout
-from pss_ops.config import IndexTuningConfig
+import numpy as np
+
+from pss_ops import layout, storage
+from pss_ops.config import LEXICAL_BUCKETS, IndexTuningConfig
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexTuning, RowSlice, RunContext
 from pss_ops.search.filters import candidates_per_query
 from pss_ops.timing import timed
@@ -29,7 +31,7 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
                 groups.append([])
                 room = base + (1 if len(groups) <= extra else 0)
             stop = min(part.rows, start + room)
-            groups[-1].append(RowSlice(uri=part.uri, start=start, stop=stop))
+            groups[-1].append(RowSlice(uri=part.uri, start=start, stop=stop, lexical_tf=part.lexical_tf))
             room -= stop - start
             start = stop
     return [g for g in groups if g]
@@ -49,6 +51,26 @@ def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTunin
         candidates_per_query=candidates_per_query(ctx.config),
         tuning=tuning,
     )
+
+
+def _fit_lexical_idf(ctx: RunContext, embedded: list[EmbeddedPartition], partitions: list[IndexPartition]) -> list[IndexPartition]:
+    """Per scope and lexical retriever: sum the embedded partitions' document frequencies and write the scope's IDF."""
+    if not ctx.config.lexical_retrievers:
+        return partitions
+    idf_uris: dict[str, dict[str, str]] = {}
+    for scope in dict.fromkeys(p.scope for p in partitions):
+        first = next(p for p in partitions if p.scope == scope)
+        members = [e for e in embedded if e.scope == scope]
+        for retriever in ctx.config.lexical_retrievers:
+            counts = np.zeros(LEXICAL_BUCKETS, dtype=np.int64)
+            for member in members:
+                arrays = storage.read_arrays(member.lexical_tf[retriever.name])
+                np.add.at(counts, arrays["df_buckets"], arrays["df_counts"])
+            used = np.flatnonzero(counts).astype(np.int32)
+            uri = layout.lexical_idf(ctx.run_uri, retriever.name, first.name)
+            storage.write_arrays(uri, documents=np.asarray(sum(m.rows for m in members)), df_buckets=used, df_counts=counts[used])
+            idf_uris.setdefault(scope, {})[retriever.name] = uri
+    return [p.model_copy(update={"lexical_idf": idf_uris[p.scope]}) for p in partitions]
 
 
 def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
@@ -85,6 +107,7 @@ def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
                         ef_search=ef_search,
                     )
                 )
+        partitions = _fit_lexical_idf(ctx, embedded, partitions)
     result = IndexPlan(dim=dims[0] if dims else ctx.config.dim, partitions=tuple(partitions), seconds=timer.seconds, tuning=tuning)
     result.write(layout.index_plan_manifest(ctx.run_uri))
     log.info("plan_index: %d index partitions over %d scopes", len(partitions), len({p.scope for p in partitions}))

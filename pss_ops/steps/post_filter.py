@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pss_ops import layout, storage
+from pss_ops.config import AppConfig
 from pss_ops.manifests import FilteredPartition, QueriedPartition, RunContext
+from pss_ops.search.candidates import found_column, score_column
 from pss_ops.search.filters import filter_mask, rank_top_k
 from pss_ops.timing import timed
 from pss_ops.warehouse.schema import arrow_schema
 
 log = logging.getLogger(__name__)
+
+# Digits kept of each retriever's cosine in retriever_scores: float32 cosines carry about seven.
+SCORE_DECIMALS = 6
+
+
+def found_by(table: pa.Table, config: AppConfig) -> pa.Array:
+    """The retrievers whose own top list held each row, comma-separated in config order (Coupang's overlap)."""
+    names = [r.name for r in config.retrievers]
+    flags = [pc.if_else(table.column(found_column(n)), pa.scalar(n), pa.scalar(None, pa.string())) for n in names]
+    return pc.binary_join_element_wise(*flags, ",", null_handling="skip")
+
+
+def retriever_scores(table: pa.Table, config: AppConfig) -> pa.Array:
+    """Each retriever's cosine for each row as a JSON object, {"dense": 0.91, "lexical": 0.62}, in config order."""
+    parts: list[pa.Array | pa.Scalar] = []
+    for i, retriever in enumerate(config.retrievers):
+        rounded = pc.round(table.column(score_column(retriever.name)), SCORE_DECIMALS)
+        parts += [pa.scalar(("{" if i == 0 else ", ") + json.dumps(retriever.name) + ": "), pc.cast(rounded, pa.string())]
+    parts.append(pa.scalar("}"))
+    return pc.binary_join_element_wise(*parts, "")
 
 
 def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> FilteredPartition:
@@ -36,6 +60,8 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
                     "rank": pa.array(rank),
                     "score": top.column("score"),
                     "run_id": pa.array([ctx.run_id] * n),
+                    "found_by": found_by(top, ctx.config),
+                    "retriever_scores": retriever_scores(top, ctx.config),
                 }
             )
             .select(shape.names)

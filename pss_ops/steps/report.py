@@ -63,7 +63,7 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
         queried = [QueriedPartition.read(layout.query_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
         filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
         published = PublishResult.read(layout.publish_manifest(ctx.run_uri))
-        quality = sampled_recall(ctx, embedded, queried, filtered)
+        quality = sampled_recall(ctx, embedded, queried, index_plan, built)
 
     removed: dict[str, int] = {}
     for f in filtered:
@@ -113,8 +113,12 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
             "tuning": _tuning_summary(index_plan),
             # With index.tuning: efSearch as calibrated on each built index (what query used) and its recall.
             "calibration": _calibration_summary(built),
+            "retrievers": [r.model_dump(mode="json") for r in ctx.config.retrievers],
             "candidates_per_query": queried[0].candidates_per_query if queried else 0,
-            "queries_searched_deeper": sum(q.queries_searched_deeper for q in queried),
+            # The attribute rules are applied during the search; these say how the dense queries were answered.
+            "dense_queries_exact": sum(q.dense_queries_exact for q in queried),
+            "dense_queries_fallback": sum(q.dense_queries_fallback for q in queried),
+            "queries_without_candidates": sum(q.queries_without_candidates for q in queried),
         },
         "post_filter": {"candidates_removed": removed, **ctx.config.post_filter.model_dump(mode="json")},
         "publish": published.model_dump(mode="json"),

@@ -21,6 +21,7 @@ from pss_ops.warehouse.schema import (
     TABLE_NAME,
     VIEW_NAME,
     column_names,
+    columns,
     sa_table,
     secondary_indexes,
     statements,
@@ -83,7 +84,18 @@ def ensure_schema(engine: sa.Engine) -> None:
         inspector = sa.inspect(conn)
         if inspector.has_table(TABLE_NAME) and inspector.has_table(VIEW_NAME):
             # Re-running the DDL would lock (CREATE INDEX takes SHARE, CREATE OR REPLACE VIEW ACCESS EXCLUSIVE)
-            # and queue behind open publishes and long readers, so an existing schema is left alone.
+            # and queue behind open publishes and long readers, so an existing schema is left alone, unless
+            # it predates columns the DDL has added since (nullable, so old rows stay valid).
+            present = {c["name"] for c in inspector.get_columns(TABLE_NAME)}
+            added = [c for c in columns() if c.name not in present]
+            for column in added:
+                if not column.nullable:
+                    raise ValueError(f"warehouse table {TABLE_NAME} lacks the NOT NULL column {column.name}; migrate it by hand")
+                conn.exec_driver_sql(f"ALTER TABLE {TABLE_NAME} ADD COLUMN {column.name} {column.sql_type}")
+            if added:
+                # PostgreSQL expands the view's * when it is created: recreate it to show the new columns.
+                conn.exec_driver_sql(view_ddl(dialect))
+                log.info("added columns %s to %s", [c.name for c in added], TABLE_NAME)
             return
         for statement in script:
             conn.exec_driver_sql(statement)

@@ -1,0 +1,132 @@
+"""The dense retriever's filter-aware search of one HNSW index: the attribute rules applied during the search.
+
+Per group of queries that share their rule values (search.eligibility), the cheapest exact-enough way:
+- few eligible rows (a selective filter, or a small partition): exact search over just those rows;
+- a short exclusion list (the query's own seller holds a few items): one batched HNSW search over-fetched by the
+  longest such list, the excluded rows dropped;
+- otherwise HNSW with a faiss IDSelector, so the graph search itself skips ineligible rows.
+A query HNSW still returns short of its eligible rows is searched again exactly over them (the fallback), so no
+query is short of k while k eligible candidates exist. Memory is bounded by the partition and a query chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+from pss_ops.search.eligibility import Eligibility, QueryGroup
+from pss_ops.search.hnsw import search_hnsw
+
+# Scores computed at once in an exact search: queries x eligible rows, 32 MB of float32.
+EXACT_BLOCK = 8 << 20
+
+
+@dataclass
+class DenseSearchStats:
+    """How the queries of one search were answered."""
+
+    exact: int = 0
+    fallback: int = 0
+    without_candidates: set[int] = field(default_factory=set)
+
+
+def index_vectors(index: faiss.IndexHNSWFlat) -> np.ndarray:
+    """The index's stored vectors as a (rows, dim) view, no copy."""
+    storage = faiss.downcast_index(index.storage)
+    return faiss.rev_swig_ptr(storage.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)  # type: ignore[attr-defined]
+
+
+def exact_over(queries: np.ndarray, base: np.ndarray, rows: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best `fetch` of the given rows by inner product, best first; missing slots are -1."""
+    scores = np.full((len(queries), fetch), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), fetch), -1, dtype=np.int64)
+    take = min(fetch, len(rows))
+    if take == 0 or len(queries) == 0:
+        return scores, found
+    chunk = max(1, EXACT_BLOCK // max(len(rows), 1))
+    eligible = base[rows]
+    for start in range(0, len(queries), chunk):
+        block = queries[start : start + chunk] @ eligible.T
+        top = np.argpartition(-block, take - 1, axis=1)[:, :take] if take < len(rows) else np.tile(np.arange(len(rows)), (len(block), 1))
+        top_scores = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        scores[start : start + chunk, :take] = np.take_along_axis(top_scores, order, axis=1)
+        found[start : start + chunk, :take] = rows[np.take_along_axis(top, order, axis=1)]
+    return scores, found
+
+
+def _selector(group: QueryGroup) -> tuple[Any, list[object]]:
+    """HNSW search parameters whose selector admits only the group's eligible rows (and the objects to keep alive)."""
+    if group.allowed is not None:
+        inner = faiss.IDSelectorBatch(group.allowed.astype(np.int64))
+        return faiss.SearchParametersHNSW(sel=inner), [inner]  # type: ignore[attr-defined]
+    inner = faiss.IDSelectorBatch(np.asarray(group.excluded, dtype=np.int64))
+    outer = faiss.IDSelectorNot(inner)
+    return faiss.SearchParametersHNSW(sel=outer), [inner, outer]  # type: ignore[attr-defined]
+
+
+def filtered_search(
+    index: faiss.IndexHNSWFlat, queries: np.ndarray, fetch: int, ef_search: int, hnsw_m: int, eligibility: Eligibility | None
+) -> tuple[np.ndarray, np.ndarray, DenseSearchStats]:
+    """Each query's best `fetch` eligible rows of the index: (scores, rows), best first, -1 where fewer exist."""
+    stats = DenseSearchStats()
+    rows = int(index.ntotal)
+    if eligibility is None or not eligibility.has_rules:
+        scores, found = search_hnsw(index, queries, min(fetch, rows), ef_search)
+        return _pad(scores, found, fetch), _pad(found, found, fetch, fill=-1), stats
+    base = index_vectors(index)
+    scores = np.full((len(queries), fetch), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), fetch), -1, dtype=np.int64)
+    # What one HNSW query costs in distance computations, unfiltered; exact search of n rows costs n.
+    hnsw_cost = max(ef_search, fetch) * 2 * hnsw_m  # the base layer links 2M neighbours
+    listed: list[QueryGroup] = []
+    for group in eligibility.groups():
+        count = group.eligible_count(rows)
+        if count == 0:
+            stats.without_candidates.update(group.positions.tolist())
+            continue
+        # A filter admitting a share f of the rows makes HNSW explore about 1/f times more: exact is cheaper
+        # once the eligible rows number fewer than that.
+        if count * count / rows <= hnsw_cost:
+            s, f = exact_over(queries[group.positions], base, group.eligible_rows(rows), fetch)
+            stats.exact += len(group.positions)
+        elif group.excluded is not None and len(group.excluded) <= fetch:
+            listed.append(group)
+            continue
+        else:
+            params, keep_alive = _selector(group)
+            params.efSearch = max(ef_search, fetch)
+            s, f = index.search(queries[group.positions], min(fetch, count), params=params)
+            del keep_alive
+            s, f = _pad(s, f, fetch), _pad(f, f, fetch, fill=-1)
+        scores[group.positions], found[group.positions] = s, f
+    if listed:
+        positions = np.concatenate([g.positions for g in listed])
+        extra = max(len(g.excluded) for g in listed if g.excluded is not None)
+        wide = min(rows, fetch + extra)
+        s, f = search_hnsw(index, queries[positions], wide, ef_search)
+        ok = eligibility.mask(positions, f)
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :fetch]
+        s = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(s, order, axis=1), -np.inf)
+        f = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(f, order, axis=1), -1)
+        scores[positions], found[positions] = _pad(s, f, fetch), _pad(f, f, fetch, fill=-1)
+    # The fallback: HNSW (behind a selector, or over-fetched) can come back short of the eligible rows.
+    for group in eligibility.groups():
+        count = group.eligible_count(rows)
+        if count == 0:
+            continue
+        short = group.positions[(found[group.positions] >= 0).sum(axis=1) < min(fetch, count)]
+        if len(short):
+            scores[short], found[short] = exact_over(queries[short], base, group.eligible_rows(rows), fetch)
+            stats.fallback += len(short)
+    return scores, found, stats
+
+
+def _pad(values: np.ndarray, found: np.ndarray, width: int, fill: float = -np.inf) -> np.ndarray:
+    """Results widened to `width` columns; faiss marks missing slots with id -1."""
+    out = np.full((len(values), width), fill, dtype=values.dtype)
+    out[:, : values.shape[1]] = np.where(found >= 0, values, fill)
+    return out
