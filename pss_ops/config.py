@@ -93,9 +93,10 @@ class PrecomputedVectorFeature(_Strict):
 
 Feature = Annotated[TextEmbeddingFeature | CharNgramFeature | ModelTokenFeature | PrecomputedVectorFeature, Field(discriminator="type")]
 
-# Hash buckets of the lexical retriever's n-grams: collisions are rare at a million, and the IDF table of a
-# scope stores only the buckets its items use.
-LEXICAL_BUCKETS = 1 << 20
+# Hash buckets of the lexical retriever's terms: the whole 31-bit range, so two terms of a scope share a bucket
+# about once per 2 million distinct terms, and TF-IDF matches a fitted vocabulary's. Matrices are indexed by the
+# buckets a scope uses (features.lexical.ScopeVocabulary), never by this range.
+LEXICAL_BUCKETS = (1 << 31) - 1
 
 
 class DenseRetriever(_Strict):

@@ -45,6 +45,13 @@ def _print_summary(summary: dict[str, Any], outputs: str) -> None:
         f"outputs          {outputs}",
         f"warehouse        {summary['publish']['warehouse']} (table {summary['publish']['table']})",
     ]
+    empty = search.get("scopes_without_candidates") or []
+    if empty:
+        lines.insert(
+            -3,
+            f"no candidates    {len(empty)} scope(s) where every item fails the attribute rules, 0 rows: {', '.join(empty[:10])}"
+            + (" ..." if len(empty) > 10 else ""),
+        )
     print("\n".join(lines))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,31 +82,57 @@ def term_frequencies(texts: Sequence[str], retriever: LexicalRetriever) -> spars
 def document_frequencies(tf: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(bucket, number of rows holding it) for every bucket some row holds: what one partition adds to its scope's IDF."""
     buckets, counts = np.unique(tf.indices, return_counts=True)
-    return buckets.astype(np.int32), counts.astype(np.int64)
+    return buckets.astype(np.int64), counts.astype(np.int64)
 
 
-def idf_table(documents: int, buckets: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Smooth IDF per bucket, as scikit-learn's TfidfVectorizer: ln((1 + n) / (1 + df)) + 1; unused buckets get df 0."""
-    idf = np.full(LEXICAL_BUCKETS, np.log1p(documents) + 1.0, dtype=np.float64)
-    idf[buckets] = np.log((1.0 + documents) / (1.0 + counts)) + 1.0
-    return idf.astype(np.float32)
+def sum_document_frequencies(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The (bucket, count) pairs of several partitions summed per bucket, buckets sorted."""
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    buckets, inverse = np.unique(np.concatenate([b for b, _ in parts]), return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=np.concatenate([c for _, c in parts]), minlength=len(buckets))
+    return buckets, np.rint(counts).astype(np.int64)
 
 
-def tfidf_rows(tf: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
-    """TF-IDF rows, L2-normalised, so a sparse dot product is the cosine; rows with no terms stay empty."""
-    weighted = tf.multiply(idf[None, :]).tocsr().astype(np.float32)
+@dataclass(frozen=True)
+class ScopeVocabulary:
+    """The buckets a scope's items use, sorted, and each one's smooth IDF (scikit-learn's: ln((1 + n) / (1 + df)) + 1)."""
+
+    buckets: np.ndarray
+    idf: np.ndarray
+
+    @classmethod
+    def fitted(cls, documents: int, buckets: np.ndarray, counts: np.ndarray) -> ScopeVocabulary:
+        idf = np.log((1.0 + documents) / (1.0 + counts.astype(np.float64))) + 1.0
+        return cls(np.asarray(buckets, np.int64), idf.astype(np.float32))
+
+
+def write_vocabulary(uri: str, documents: int, buckets: np.ndarray, counts: np.ndarray) -> None:
+    """A scope's document frequencies, from which every step derives the same IDF."""
+    storage.write_arrays(uri, documents=np.asarray(documents, np.int64), df_buckets=buckets, df_counts=counts)
+
+
+def read_vocabulary(uri: str) -> ScopeVocabulary:
+    arrays = storage.read_arrays(uri)
+    return ScopeVocabulary.fitted(int(arrays["documents"]), arrays["df_buckets"], arrays["df_counts"])
+
+
+def tfidf_rows(tf: sparse.csr_matrix, vocabulary: ScopeVocabulary) -> sparse.csr_matrix:
+    """TF-IDF rows over the scope's buckets, L2-normalised, so a sparse dot product is the cosine; empty rows stay empty."""
+    width = len(vocabulary.buckets)
+    column = np.searchsorted(vocabulary.buckets, tf.indices)
+    known = column < width
+    known[known] = vocabulary.buckets[column[known]] == tf.indices[known]
+    # Every term of the scope's own rows is in its vocabulary; a term outside it could match no row of it anyway.
+    safe = np.where(known, column, 0)
+    data = np.where(known, tf.data * (vocabulary.idf[safe] if width else 0), 0).astype(np.float32)
+    weighted = sparse.csr_matrix((data, safe.astype(np.int32), tf.indptr), shape=(tf.shape[0], width))
+    weighted.eliminate_zeros()
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0
-    scaled = sparse.diags((1.0 / norms).astype(np.float32)) @ weighted
-    scaled = scaled.tocsr()
+    scaled = (sparse.diags((1.0 / norms).astype(np.float32)) @ weighted).tocsr().astype(np.float32)
     scaled.sort_indices()
     return scaled
-
-
-def read_idf(uri: str) -> np.ndarray:
-    """A scope's IDF table from the document frequencies plan_index wrote."""
-    arrays = storage.read_arrays(uri)
-    return idf_table(int(arrays["documents"]), arrays["df_buckets"], arrays["df_counts"])
 
 
 def write_sparse(uri: str, matrix: sparse.csr_matrix, **extra: np.ndarray) -> None:

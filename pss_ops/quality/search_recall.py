@@ -14,7 +14,7 @@ from scipy import sparse
 from pss_ops import storage
 from pss_ops.config import DenseRetriever, PostFilterConfig
 from pss_ops.features.embedded import read_vectors
-from pss_ops.features.lexical import read_idf, read_sparse, tfidf_rows
+from pss_ops.features.lexical import read_sparse, read_vocabulary, tfidf_rows
 from pss_ops.manifests import BuiltIndex, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 from pss_ops.quality.recall import tie_hits
 from pss_ops.search.candidates import found_column, score_column
@@ -131,7 +131,7 @@ def sampled_recall(
             exact = {dense: exact_topk(vectors[local], [p for _, p in members], k, query_rows=rows, rules=rules)[0]}
             for retriever in config.lexical_retrievers:
                 tf = read_sparse(part.lexical_tf[retriever.name])[0][local]
-                idf = read_idf(index_plan.for_scope(scope)[0].lexical_idf[retriever.name])
+                idf = read_vocabulary(index_plan.for_scope(scope)[0].lexical_idf[retriever.name])
                 exact[retriever.name] = exact_lexical_topk(tfidf_rows(tf, idf), rows, scope_built, retriever.name, rules, k)
             for name in names:
                 found = _scores_by_query(queried_by_name[part.name].uri, item_ids, name, k)

@@ -42,7 +42,9 @@ def found_column(retriever: str) -> str:
 def fused_scores(config: AppConfig, scores: dict[str, np.ndarray]) -> np.ndarray:
     """The weighted mean of the retrievers' cosines: the score rows are ranked and published by."""
     total = sum(r.weight for r in config.retrievers)
-    return sum(np.float64(r.weight / total) * scores[r.name].astype(np.float64) for r in config.retrievers)  # type: ignore[return-value]
+    fused = sum(np.float64(r.weight / total) * scores[r.name].astype(np.float64) for r in config.retrievers)
+    # Each cosine is within [-1, 1]; rounding in the weighted sum must not carry the mean past it.
+    return np.clip(np.asarray(fused, dtype=np.float64), -1.0, 1.0)
 
 
 @dataclass

@@ -29,6 +29,8 @@ class DenseSearchStats:
     """How the queries of one search were answered."""
 
     exact: int = 0
+    selector: int = 0
+    exclusion_list: int = 0
     fallback: int = 0
     without_candidates: set[int] = field(default_factory=set)
 
@@ -95,8 +97,10 @@ def filtered_search(
             stats.exact += len(group.positions)
         elif group.excluded is not None and len(group.excluded) <= fetch:
             listed.append(group)
+            stats.exclusion_list += len(group.positions)
             continue
         else:
+            stats.selector += len(group.positions)
             params, keep_alive = _selector(group)
             params.efSearch = max(ef_search, fetch)
             s, f = index.search(queries[group.positions], min(fetch, count), params=params)

@@ -30,7 +30,7 @@ def lexical_search(
     chunk = max(1, SCORE_BLOCK // n)
     for start in range(0, queries.shape[0], chunk):
         stop = min(start + chunk, queries.shape[0])
-        block = (queries[start:stop] @ transposed).toarray()
+        block = np.minimum((queries[start:stop] @ transposed).toarray(), 1.0)
         block[block <= 0] = -np.inf
         if eligibility is not None and eligibility.has_rules:
             block[~eligibility.mask(np.arange(start, stop))] = -np.inf
@@ -52,4 +52,5 @@ def pair_cosines(queries: sparse.csr_matrix, rows: sparse.csr_matrix, query_rows
         q = queries[query_rows[start : start + step]]
         c = rows[candidate_rows[start : start + step]]
         out[start : start + step] = np.asarray(q.multiply(c).sum(axis=1)).ravel()
-    return out
+    # Unit rows: a float32 sum of products can pass 1 by rounding, and the cosine cannot.
+    return np.clip(out, 0.0, 1.0)

@@ -11,7 +11,7 @@ from scipy import sparse
 
 from pss_ops import layout, storage
 from pss_ops.features.embedded import read_vectors
-from pss_ops.features.lexical import read_idf, read_sparse, tfidf_rows, write_sparse
+from pss_ops.features.lexical import read_sparse, read_vocabulary, tfidf_rows, write_sparse
 from pss_ops.manifests import BuiltIndex, EfCalibration, IndexPartition, RunContext
 from pss_ops.search.filters import candidates_per_query
 from pss_ops.search.hnsw import build_hnsw, write_index
@@ -65,7 +65,7 @@ def _build_lexical(ctx: RunContext, partition: IndexPartition, retriever: str) -
     """The partition's rows as TF-IDF with its scope's IDF, L2-normalised, written for the query step's exact search."""
     blocks = [read_sparse(piece.lexical_tf[retriever], piece.start, piece.stop)[0] for piece in partition.slices]
     uri = layout.lexical_index(ctx.run_uri, partition.name, retriever)
-    write_sparse(uri, tfidf_rows(sparse.vstack(blocks, format="csr"), read_idf(partition.lexical_idf[retriever])))
+    write_sparse(uri, tfidf_rows(sparse.vstack(blocks, format="csr"), read_vocabulary(partition.lexical_idf[retriever])))
     return uri
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
-
 from pss_ops import layout, storage
-from pss_ops.config import LEXICAL_BUCKETS, IndexTuningConfig
+from pss_ops.config import IndexTuningConfig
+from pss_ops.features.lexical import sum_document_frequencies, write_vocabulary
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexTuning, RowSlice, RunContext
 from pss_ops.search.filters import candidates_per_query
 from pss_ops.timing import timed
@@ -62,13 +61,12 @@ def _fit_lexical_idf(ctx: RunContext, embedded: list[EmbeddedPartition], partiti
         first = next(p for p in partitions if p.scope == scope)
         members = [e for e in embedded if e.scope == scope]
         for retriever in ctx.config.lexical_retrievers:
-            counts = np.zeros(LEXICAL_BUCKETS, dtype=np.int64)
+            parts = []
             for member in members:
                 arrays = storage.read_arrays(member.lexical_tf[retriever.name])
-                np.add.at(counts, arrays["df_buckets"], arrays["df_counts"])
-            used = np.flatnonzero(counts).astype(np.int32)
+                parts.append((arrays["df_buckets"], arrays["df_counts"]))
             uri = layout.lexical_idf(ctx.run_uri, retriever.name, first.name)
-            storage.write_arrays(uri, documents=np.asarray(sum(m.rows for m in members)), df_buckets=used, df_counts=counts[used])
+            write_vocabulary(uri, sum(m.rows for m in members), *sum_document_frequencies(parts))
             idf_uris.setdefault(scope, {})[retriever.name] = uri
     return [p.model_copy(update={"lexical_idf": idf_uris[p.scope]}) for p in partitions]
 

@@ -6,7 +6,7 @@ import logging
 
 from pss_ops import layout, storage
 from pss_ops.features.embedded import read_vectors
-from pss_ops.features.lexical import read_idf, read_sparse, tfidf_rows
+from pss_ops.features.lexical import read_sparse, read_vocabulary, tfidf_rows
 from pss_ops.manifests import BuiltIndex, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 from pss_ops.search.candidates import search_scope
 from pss_ops.search.filters import candidates_per_query
@@ -29,7 +29,7 @@ def query_partition(ctx: RunContext, partition: EmbeddedPartition, index_plan: I
         indexes = [BuiltIndex.read(layout.index_manifest(ctx.run_uri, p.name)) for p in planned]
         # The queries' TF-IDF with their scope's IDF, the same weights the index partitions' rows carry.
         lexical_queries = {
-            r.name: tfidf_rows(read_sparse(partition.lexical_tf[r.name])[0], read_idf(planned[0].lexical_idf[r.name]))
+            r.name: tfidf_rows(read_sparse(partition.lexical_tf[r.name])[0], read_vocabulary(planned[0].lexical_idf[r.name]))
             for r in config.lexical_retrievers
             if planned
         }

@@ -53,6 +53,14 @@ def _calibration_summary(built: list[BuiltIndex]) -> dict[str, Any] | None:
     }
 
 
+def _scopes_without_candidates(queried: list[QueriedPartition]) -> list[str]:
+    """Scopes whose every query was left without an eligible candidate by the attribute rules."""
+    scopes: dict[str, bool] = {}
+    for q in queried:
+        scopes[q.scope] = scopes.get(q.scope, True) and q.queries_without_candidates == q.queries
+    return sorted(scope for scope, empty in scopes.items() if empty)
+
+
 def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Gather every manifest of the run into run_summary.json and return it."""
     with timed("report"):
@@ -119,6 +127,8 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
             "dense_queries_exact": sum(q.dense_queries_exact for q in queried),
             "dense_queries_fallback": sum(q.dense_queries_fallback for q in queried),
             "queries_without_candidates": sum(q.queries_without_candidates for q in queried),
+            # Scopes where no query has an eligible candidate (say, one seller holds the whole category): 0 rows.
+            "scopes_without_candidates": _scopes_without_candidates(queried),
         },
         "post_filter": {"candidates_removed": removed, **ctx.config.post_filter.model_dump(mode="json")},
         "publish": published.model_dump(mode="json"),

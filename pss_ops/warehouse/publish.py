@@ -160,6 +160,12 @@ def _fast_rows(
     return zip(*columns)
 
 
+def _with_nulls(batch: pa.RecordBatch | pa.Table, names: list[str]) -> pa.RecordBatch | pa.Table:
+    for name in names:
+        batch = batch.append_column(name, pa.nulls(batch.num_rows, pa.string()))
+    return batch
+
+
 def _rows(
     batch: pa.RecordBatch | pa.Table,
     application: str,
@@ -168,6 +174,9 @@ def _rows(
     dialect: str,
 ) -> tuple[Iterable[tuple[Any, ...]], int]:
     """Rows to insert and their count; a batch failing the column-wise check is re-checked row by row to name the row."""
+    # A nullable column a batch lacks (files written before it existed) is published as NULL.
+    optional = [c.name for c in columns() if c.nullable and c.name not in batch.schema.names]
+    batch = _with_nulls(batch, optional)
     missing = [name for name in SIMILAR_ITEMS_COLUMNS if name not in batch.schema.names]
     if missing:
         raise ValueError(f"batch is missing column(s) {', '.join(missing)}; expected {', '.join(SIMILAR_ITEMS_COLUMNS)}")

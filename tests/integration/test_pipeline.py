@@ -114,12 +114,17 @@ def test_run_publishes_cosine_similar_items_and_summary(ag_run: Run, ag_subset: 
     assert frame["rank"].between(1, 10).all()
     assert frame["score"].between(-1.0, 1.0).all()
 
-    # The score is the cosine of the two items' embedded (unit) vectors.
+    # Each row records every retriever's cosine: the dense one is that of the two items' embedded (unit) vectors,
+    # and the score is their weighted mean, the weights the config's.
     vectors = run_vectors(summary["run_uri"])
     assert len(vectors) == rows
     sample = frame.sample(300, random_state=7)
+    by_retriever = pd.DataFrame([json.loads(text) for text in sample["retriever_scores"]])
+    assert list(by_retriever.columns) == ["dense", "lexical"] and by_retriever["lexical"].between(0.0, 1.0).all()
     dots = np.array([vectors[q] @ vectors[c] for q, c in zip(sample["query_item_id"], sample["candidate_item_id"])])
-    np.testing.assert_allclose(sample["score"].to_numpy(), dots, atol=1e-5)
+    np.testing.assert_allclose(by_retriever["dense"].to_numpy(), dots, atol=2e-6)
+    np.testing.assert_allclose(sample["score"].to_numpy(), 0.3 * by_retriever["dense"] + 0.7 * by_retriever["lexical"], atol=2e-6)
+    assert set(frame["found_by"]) <= {"dense", "lexical", "dense,lexical"} and frame["found_by"].str.contains("lexical").mean() > 0.5
     norms = np.linalg.norm(np.stack(list(vectors.values())), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
@@ -520,3 +525,42 @@ def test_killed_build_index_leaves_nothing_half_visible(
         results.append(index.search(vectors, 10))
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
+
+
+def test_a_category_held_by_one_seller_publishes_no_rows_and_says_so(
+    ag_subset: Subset, warm_config: AppConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """different-seller excludes every item of a one-seller category: the run finishes at once, names it, and publishes 0 rows for it."""
+    frame = ag_subset.frame.copy()
+    frame.loc[frame["category"] == "group_b", "seller"] = "amazon"
+    catalog = tmp_path / "catalog.csv"
+    frame.to_csv(catalog, index=False)
+    config_path = write_config(warm_config, tmp_path / "config.yaml")
+
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(config_path),
+                "--catalog",
+                str(catalog),
+                "--out",
+                str(tmp_path / "out"),
+                "--snapshot-date",
+                SNAPSHOT.isoformat(),
+            ]
+        )
+        == 0
+    )
+
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    group_b = int((frame["category"] == "group_b").sum())
+    assert summary["search"]["scopes_without_candidates"] == ["group_b"]
+    assert summary["search"]["queries_without_candidates"] == group_b
+    assert summary["counts"]["queries_short_of_k"] == group_b  # short only where no eligible candidate exists
+    published = warehouse_rows(tmp_path / "out" / "warehouse.sqlite")
+    assert set(published["category"]) == {"group_a"}
+    assert len(published) == warm_config.k * int((frame["category"] == "group_a").sum())
+    assert summary["cache"]["misses"] == 0  # the warm cache: no dense embedding computed
+    assert "no candidates    1 scope(s) where every item fails the attribute rules, 0 rows: group_b" in capsys.readouterr().out

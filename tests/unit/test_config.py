@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import yaml
 
 from pss_ops.config import (
     AppConfig,
-    CharNgramFeature,
     ConfigError,
+    DenseRetriever,
+    LexicalRetriever,
     ModelTokenFeature,
     PrecomputedVectorFeature,
     TextEmbeddingFeature,
@@ -61,11 +63,19 @@ def test_example_feature_types_are_parsed() -> None:
     configs = {p.stem: load_config(p) for p in EXAMPLES}
     near = configs["near_identical"]
     assert isinstance(near.features[0], TextEmbeddingFeature)
-    assert isinstance(near.features[1], CharNgramFeature)
-    assert isinstance(near.features[2], ModelTokenFeature) and near.features[2].weight == 0.5
-    assert len(near.features) == 3
-    assert near.dim == 384 + 2048 + 1024
+    assert isinstance(near.features[1], ModelTokenFeature) and near.features[1].weight == 1.0
+    assert len(near.features) == 2
+    assert near.dim == 384 + 1024
     assert near.post_filter.different == ("seller",)
+    dense, lexical = near.retrievers
+    assert isinstance(dense, DenseRetriever) and dense.weight == 0.3
+    assert isinstance(lexical, LexicalRetriever) and (lexical.analyzer, lexical.ngram_min, lexical.ngram_max, lexical.weight) == (
+        "char_wb",
+        2,
+        4,
+        0.7,
+    )
+    assert near.lexical_retrievers == (lexical,)
     visual = configs["visually_similar_same_color"]
     assert isinstance(visual.features[0], PrecomputedVectorFeature)
     assert visual.features[0].dim == 512
@@ -179,3 +189,22 @@ def test_duplicate_feature_names_refused() -> None:
     data["features"].append({"type": "char_ngram", "name": "lexical", "dims": 512})
     with pytest.raises(ConfigError, match="lexical"):
         parse_config(data)
+
+
+def test_retrievers_default_to_the_dense_compound_and_are_validated() -> None:
+    base = load_config(EXAMPLES[0]).model_dump(mode="json", exclude={"retrievers"})
+    assert parse_config(base).retrievers == (DenseRetriever(type="dense"),)
+    lexical = {"type": "lexical", "name": "words", "analyzer": "word", "ngram_min": 1, "ngram_max": 2}
+    parsed = parse_config({**base, "retrievers": [{"type": "dense"}, lexical]})
+    assert parsed.lexical_retrievers[0].name == "words" and parsed.lexical_retrievers[0].fields == ("title",)
+    for retrievers, message in (
+        ([lexical], "exactly one 'dense' retriever"),
+        ([{"type": "dense"}, {"type": "dense", "name": "other"}], "exactly one 'dense' retriever"),
+        ([{"type": "dense"}, {**lexical, "name": "dense"}], "retriever names must be unique, repeated: dense"),
+        ([{"type": "dense"}, {**lexical, "ngram_min": 3, "ngram_max": 2}], "ngram_min must not exceed ngram_max"),
+        ([{"type": "dense"}, {**lexical, "name": "Bad Name"}], "key 'retrievers.1.lexical.name'"),
+        ([{"type": "dense", "weight": 0}], "key 'retrievers.0.dense.weight'"),
+        ([], "key 'retrievers'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_config({**base, "retrievers": retrievers})

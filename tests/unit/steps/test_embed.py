@@ -24,7 +24,7 @@ def test_embed_unit_vectors_cache_hits_and_full_refresh(stepped: Stepped, tmp_pa
     try:
         first = embed_partition(ctx, partition, cache)
         assert (first.rows, first.cache_hits, first.cache_misses) == (partition.rows, 0, partition.rows)
-        assert first.dim == ctx.config.dim == 384 + 2048 + 1024
+        assert first.dim == ctx.config.dim == 384 + 1024
         assert cache.count(ctx.model_id) == partition.rows
         ids, vectors = read_vectors(first.uri)
         assert ids.column("item_id").to_pylist() == expected_ids

@@ -27,8 +27,10 @@ def test_report_summary_counts_and_recall(stepped: Stepped) -> None:
     search = summary["search"]
     assert search["k"] == stepped.ctx.config.k and search["sample_queries"] == stepped.ctx.config.quality.recall_sample
     # Exhaustive per-partition search (ef_search 512) plus an exact merge: recall is exactly 1.
-    assert search["recall_at_k"] == 1.0
-    assert search["queries_searched_deeper"] == sum(q.queries_searched_deeper for q in stepped.queried)
+    assert search["recall_by_retriever"] == {"dense": 1.0, "lexical": 1.0} and search["recall_at_k"] == 1.0
+    assert search["dense_queries_exact"] == sum(q.dense_queries_exact for q in stepped.queried) > 0
+    assert search["queries_without_candidates"] == 0 and search["scopes_without_candidates"] == []
+    assert [r["name"] for r in search["retrievers"]] == ["dense", "lexical"]
     removed = summary["post_filter"]["candidates_removed"]
     assert removed == {r: sum(f.candidates_removed[r] for f in stepped.filtered) for r in ("min_score", "different:seller")}
     assert set(summary["step_seconds"]) == {"plan", "embed", "plan_index", "build_index", "query", "post_filter", "publish"}

@@ -44,8 +44,17 @@ def make_batch(rows: list[tuple[str, str, str, int, float]], *, day: datetime.da
             "rank": pa.array([r[3] for r in rows], pa.int32()),
             "score": [r[4] for r in rows],
             "run_id": [RUN] * len(rows),
+            "found_by": [FOUND_BY] * len(rows),
+            "retriever_scores": [scores_json(r[4]) for r in rows],
         }
     )
+
+
+FOUND_BY = "dense,lexical"
+
+
+def scores_json(score: float) -> str:
+    return f'{{"dense": {score}, "lexical": {score}}}'
 
 
 def read_rows(db: Path, table: str = "similar_items") -> list[tuple[object, ...]]:
@@ -56,7 +65,7 @@ def read_rows(db: Path, table: str = "similar_items") -> list[tuple[object, ...]
 
 
 def expected(rows: list[tuple[str, str, str, int, float]], day: datetime.date = DAY, app: str = APP) -> list[tuple[object, ...]]:
-    return sorted((app, day.isoformat(), c, q, cand, rank, score, RUN) for c, q, cand, rank, score in rows)
+    return sorted((app, day.isoformat(), c, q, cand, rank, score, RUN, FOUND_BY, scores_json(score)) for c, q, cand, rank, score in rows)
 
 
 @pytest.fixture
@@ -165,3 +174,31 @@ def test_default_url_and_redaction(tmp_path: Path) -> None:
     assert "hunter2" not in redacted
     assert redacted.startswith("postgresql+psycopg://pss:***@db.internal:5432/dw")
     assert "hunter2" not in redact_url("postgresql+psycopg://pss@db.internal/dw?password=hunter2")
+
+
+def test_a_table_from_before_the_retriever_columns_gains_them_and_keeps_its_rows(db: Path) -> None:
+    """An existing warehouse is migrated in place: the nullable columns are added, old rows read NULL there."""
+    old_columns = [c for c in SIMILAR_ITEMS_COLUMNS if c not in ("found_by", "retriever_scores")]
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE similar_items (application TEXT NOT NULL, snapshot_date DATE NOT NULL, category TEXT NOT NULL, "
+            "query_item_id TEXT NOT NULL, candidate_item_id TEXT NOT NULL, rank INTEGER NOT NULL, score DOUBLE PRECISION NOT NULL, "
+            "run_id TEXT NOT NULL, PRIMARY KEY (application, snapshot_date, category, query_item_id, rank))"
+        )
+        conn.execute("CREATE VIEW similar_items_latest AS SELECT s.* FROM similar_items s")
+        old_row = "'old_app', '2024-04-01', 'headphones', 'a', 'b', 1, 0.5, 'run-old'"
+        conn.execute(f"INSERT INTO similar_items ({', '.join(old_columns)}) VALUES ({old_row})")
+    publish(db, ["headphones"], make_batch(HEADPHONES))
+    rows = read_rows(db)
+    assert ("old_app", "2024-04-01", "headphones", "a", "b", 1, 0.5, "run-old", None, None) in rows
+    assert [r for r in rows if r[0] == APP] == expected(HEADPHONES)
+    with sqlite3.connect(db) as conn:
+        view_columns = [d[0] for d in conn.execute("SELECT * FROM similar_items_latest LIMIT 1").description]
+    assert view_columns[-2:] == ["found_by", "retriever_scores"]
+
+
+def test_a_batch_without_the_nullable_columns_publishes_them_as_null(db: Path) -> None:
+    batch = make_batch(HEADPHONES)
+    old = batch.select([n for n in batch.schema.names if n not in ("found_by", "retriever_scores")])
+    publish(db, ["headphones"], old)
+    assert {r[-2:] for r in read_rows(db)} == {(None, None)}

@@ -40,6 +40,8 @@ def filtered_rows(number: int, ctx: RunContext) -> pa.Table:
             "rank": pa.array([r[2] for r in rows], pa.int32()),
             "score": [r[3] for r in rows],
             "run_id": [ctx.run_id] * n,
+            "found_by": ["dense,lexical"] * n,
+            "retriever_scores": [f'{{"dense": {r[3]}, "lexical": {r[3]}}}' for r in rows],
         }
     )
 
