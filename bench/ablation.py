@@ -202,7 +202,7 @@ def selected(args: argparse.Namespace, name: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "examples" / "near_identical.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "bench" / "configs" / "learned_embeddings.yaml"))
     parser.add_argument("--catalog", default=str(ROOT / "data" / "amazon_google" / "catalog.csv"))
     parser.add_argument("--pairs", default=str(ROOT / "data" / "amazon_google" / "matches.csv"))
     parser.add_argument("--wdc", default=str(ROOT / "data" / "wdc_computers"))

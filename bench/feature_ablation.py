@@ -1,11 +1,11 @@
 """Candidate recall of each embedding on a labelled catalog, measured side by side in one run.
 
-Rows: title-only (MiniLM), lexical-only (hashed char n-grams), the compound of both (the demo
+Rows: title-only (MiniLM), lexical-only (hashed char n-grams), the compound of both (the earlier demo
 config), and a TF-IDF baseline fitted on the catalog (exact search, not a pipeline feature).
 Every row goes through the same post-filter rule (a different seller) and the same scorer.
 
     .venv/bin/python bench/feature_ablation.py \
-        --config examples/near_identical.yaml \
+        --config bench/configs/learned_embeddings.yaml \
         --catalog data/amazon_google/catalog.csv --truth data/amazon_google/matches.csv
 """
 
@@ -48,7 +48,7 @@ def tfidf_pairs(catalog: pd.DataFrame, k: int, attribute: str | None) -> pd.Data
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="examples/near_identical.yaml")
+    parser.add_argument("--config", default="bench/configs/learned_embeddings.yaml")
     parser.add_argument("--catalog", default="data/amazon_google/catalog.csv")
     parser.add_argument("--truth", default="data/amazon_google/matches.csv")
     args = parser.parse_args()

@@ -1,8 +1,11 @@
 """Candidate recall of `pss run` against exact TF-IDF and exact MiniLM over titles, side by side in one run.
 
-For each labelled catalog, three methods, each in its own process (peak RSS from wait4 is that method's):
+For each labelled catalog, these methods, each in its own process (peak RSS from wait4 is that method's):
   pipeline  `pss run --config CONFIG --catalog CATALOG --out TMP` exactly as a user runs it (fresh output
-            directory, so a cold embedding cache), scored on its similar_items.parquet
+            directory, so a cold embedding cache), scored on its similar_items.parquet: the union of the
+            config's retrievers, ranked by the fused score. Each retriever alone is scored from the same run's
+            query outputs (the rows it found, ranked by its own cosine), so its time and RSS are the run's.
+  dense_only  the same run with the config's dense retriever alone (retrievers: [dense])
   tfidf     exact top-k over titles by the cosine of scikit-learn TF-IDF (char_wb 2-4-grams, sublinear tf,
             IDF fitted on the catalog): sparse dot products of every title against all of them
   minilm    exact top-k over titles by the inner product of all-MiniLM-L6-v2 embeddings (encode_texts,
@@ -56,9 +59,12 @@ DATASETS = {
 }
 METHODS = {
     "pipeline": "pipeline (pss run, config as shipped)",
+    "dense_only": "pipeline, dense retriever only",
     "tfidf": "exact TF-IDF char_wb 2-4 (titles)",
     "minilm": "exact MiniLM-L6 (titles)",
 }
+# Each retriever alone, read from the shipped config's run: the rows it found, ranked by its own cosine.
+RETRIEVER_PREFIX = "pipeline:"
 TEXT_MODEL = "all-MiniLM-L6-v2"
 KS = (1, 5, 10)
 QUERY_BATCH = 256
@@ -169,8 +175,26 @@ def run_baseline(method: str, config_path: str, catalog: str, out: str, k: int) 
     }
 
 
+def retriever_lists(run_dir: str, k: int) -> dict[str, Any]:
+    """Each retriever's own top-k from a pipeline run's query outputs: the rows it found, ranked by its cosine."""
+    import pandas as pd
+
+    from pss_ops.search.candidates import found_column, score_column
+    from pss_ops.storage import read_parquet
+
+    frames = [read_parquet(str(path)).to_pandas() for path in sorted(Path(run_dir).glob("runs/*/query/*.parquet"))]
+    candidates = pd.concat(frames, ignore_index=True)
+    names = [c.removeprefix("found_") for c in candidates.columns if c.startswith("found_")]
+    out = {}
+    for name in names:
+        found = candidates[candidates[found_column(name)]].sort_values(["query_item_id", score_column(name)], ascending=[True, False])
+        found = found.assign(rank=found.groupby("query_item_id").cumcount() + 1)
+        out[name] = found.loc[found["rank"] <= k, ["query_item_id", "candidate_item_id", "rank"]]
+    return out
+
+
 def score(pairs: dict[str, str], truth: str, k: int) -> dict[str, Any]:
-    """candidate_recall of each method's ranked pairs (only ranks <= k)."""
+    """candidate_recall of each method's ranked pairs (only ranks <= k), and of each retriever of the pipeline's run."""
     from pss_ops.quality.evaluate import candidate_recall, load_truth
     from pss_ops.storage import read_parquet
 
@@ -180,6 +204,9 @@ def score(pairs: dict[str, str], truth: str, k: int) -> dict[str, Any]:
     for method, uri in pairs.items():
         frame = read_parquet(uri, columns=["query_item_id", "candidate_item_id", "rank"]).to_pandas()
         out[method] = candidate_recall(frame[frame["rank"] <= k], true_pairs, ks)
+        if method == "pipeline":
+            for name, ranked in retriever_lists(str(Path(uri).parent), k).items():
+                out[f"{RETRIEVER_PREFIX}{name}"] = candidate_recall(ranked, true_pairs, ks)
     return out
 
 
@@ -235,9 +262,10 @@ def measure(args: argparse.Namespace, name: str, catalog: str, truth: str, work:
     pairs: dict[str, str] = {}
     for method in args.methods:
         print(f"[{name}] {method}", file=sys.stderr, flush=True)
-        if method == "pipeline":
-            out = work / "pipeline"
-            command = [*pss_command(), "run", "--config", args.config, "--catalog", catalog, "--out", str(out)]
+        if method in ("pipeline", "dense_only"):
+            out = work / method
+            config = args.config if method == "pipeline" else dense_only_config(args.config, work)
+            command = [*pss_command(), "run", "--config", config, "--catalog", catalog, "--out", str(out)]
             child = run_child(command, work / "pipeline.log")
             summary = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
             results[method] = {
@@ -246,7 +274,7 @@ def measure(args: argparse.Namespace, name: str, catalog: str, truth: str, work:
                 "items": summary["counts"]["rows_accepted"],
                 "counts": summary["counts"],
                 "step_seconds": summary["step_seconds"],
-                "search_recall_at_k": {key: summary["search"].get(key) for key in ("recall_at_k", "filtered_recall_at_k")},
+                "search_recall_by_retriever": summary["search"].get("recall_by_retriever"),
             }
             pairs[method] = str(out / "similar_items.parquet")
         else:
@@ -256,8 +284,25 @@ def measure(args: argparse.Namespace, name: str, catalog: str, truth: str, work:
             results[method] = {"seconds": child["seconds"], "peak_rss_mib": child["peak_rss_mib"], **json.loads(child["last_line"])}
     scored = json.loads(run_child(worker_command(args, "score", pairs=json.dumps(pairs), truth=truth), work / "score.log")["last_line"])
     for method, recall in scored.items():
-        results[method] = {**recall, **results[method]}
-    return results
+        # A retriever's own list comes from the pipeline's run: its time and memory are that run's.
+        timing = results["pipeline"] if method.startswith(RETRIEVER_PREFIX) else results[method]
+        results[method] = {**recall, **{key: timing[key] for key in ("seconds", "peak_rss_mib", "items")}, **results.get(method, {})}
+    # The shipped config's union first, then each of its retrievers alone, then the other methods.
+    order = ["pipeline", *(m for m in results if m.startswith(RETRIEVER_PREFIX)), *(m for m in results if m in METHODS and m != "pipeline")]
+    return {m: results[m] for m in order if m in results}
+
+
+def dense_only_config(config: str, work: Path) -> str:
+    """The config with its dense retriever alone (the compound embedding, searched with HNSW)."""
+    import yaml
+
+    data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    data["retrievers"] = [r for r in data.get("retrievers", [{"type": "dense"}]) if r["type"] == "dense"]
+    if data.get("catalog_uri"):
+        data["catalog_uri"] = str((Path(config).parent / data["catalog_uri"]).resolve())
+    path = work / "dense_only.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return str(path)
 
 
 def ratios(results: dict[str, Any], k: int) -> dict[str, float | None]:
@@ -285,10 +330,13 @@ def table(name: str, catalog: str, results: dict[str, Any], k: int) -> str:
         f"{'method':<40}" + "".join(f"{key:>11}" for key in keys) + f"{'seconds':>10}{'peak RSS MiB':>14}",
     ]
     for method, row in results.items():
+        label = (
+            f"  {method.removeprefix(RETRIEVER_PREFIX)} alone (its own list in that run)"
+            if method.startswith(RETRIEVER_PREFIX)
+            else METHODS[method]
+        )
         lines.append(
-            f"{METHODS[method]:<40}"
-            + "".join(f"{row[key]:>11.4f}" for key in keys)
-            + f"{row['seconds']:>10.1f}{row['peak_rss_mib']:>14.0f}"
+            f"{label:<40}" + "".join(f"{row[key]:>11.4f}" for key in keys) + f"{row['seconds']:>10.1f}{row['peak_rss_mib']:>14.0f}"
         )
     missed = {m: r["pairs_whose_query_has_no_results"] for m, r in results.items() if r["pairs_whose_query_has_no_results"]}
     if missed:

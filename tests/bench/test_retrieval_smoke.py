@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = ["pipeline", "tfidf", "minilm"]
+METHODS = ["pipeline", "pipeline:dense", "pipeline:lexical", "dense_only", "tfidf", "minilm"]
 
 
 def small_catalog(tmp_path: Path, pairs: int = 150, distractors: int = 100) -> tuple[Path, Path, pd.DataFrame, pd.DataFrame]:
