@@ -22,6 +22,8 @@ from pss_ops.search.hnsw import search_hnsw
 
 # Scores computed at once in an exact search: queries x eligible rows, 32 MB of float32.
 EXACT_BLOCK = 8 << 20
+# Eligible rows gathered at once for an exact search (16k rows of 1,408 floats: 92 MB).
+ROW_BLOCK = 16_384
 
 
 @dataclass
@@ -42,22 +44,34 @@ def index_vectors(index: faiss.IndexHNSWFlat) -> np.ndarray:
 
 
 def exact_over(queries: np.ndarray, base: np.ndarray, rows: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's best `fetch` of the given rows by inner product, best first; missing slots are -1."""
-    scores = np.full((len(queries), fetch), -np.inf, dtype=np.float32)
-    found = np.full((len(queries), fetch), -1, dtype=np.int64)
+    """Each query's best `fetch` of the given rows by inner product, best first; missing slots are -1.
+
+    The eligible rows are gathered ROW_BLOCK at a time and the blocks' results merged exactly, so memory is
+    bounded by the block and the query chunk, not by how many rows are eligible.
+    """
     take = min(fetch, len(rows))
     if take == 0 or len(queries) == 0:
-        return scores, found
-    chunk = max(1, EXACT_BLOCK // max(len(rows), 1))
-    eligible = base[rows]
-    for start in range(0, len(queries), chunk):
-        block = queries[start : start + chunk] @ eligible.T
-        top = np.argpartition(-block, take - 1, axis=1)[:, :take] if take < len(rows) else np.tile(np.arange(len(rows)), (len(block), 1))
-        top_scores = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        scores[start : start + chunk, :take] = np.take_along_axis(top_scores, order, axis=1)
-        found[start : start + chunk, :take] = rows[np.take_along_axis(top, order, axis=1)]
-    return scores, found
+        return np.full((len(queries), fetch), -np.inf, np.float32), np.full((len(queries), fetch), -1, np.int64)
+    heap = faiss.ResultHeap(len(queries), take, keep_max=True)
+    for first in range(0, len(rows), ROW_BLOCK):
+        block_rows = rows[first : first + ROW_BLOCK]
+        eligible = base[block_rows]
+        width = min(take, len(block_rows))
+        scores = np.empty((len(queries), width), np.float32)
+        found = np.empty((len(queries), width), np.int64)
+        chunk = max(1, EXACT_BLOCK // len(block_rows))
+        for start in range(0, len(queries), chunk):
+            block = queries[start : start + chunk] @ eligible.T
+            top = (
+                np.argpartition(-block, width - 1, axis=1)[:, :width]
+                if width < len(block_rows)
+                else np.tile(np.arange(width), (len(block), 1))
+            )
+            scores[start : start + chunk] = np.take_along_axis(block, top, axis=1)
+            found[start : start + chunk] = block_rows[top]
+        heap.add_result(scores, found)
+    heap.finalize()
+    return _pad(heap.D, heap.I, fetch), _pad(heap.I, heap.I, fetch, fill=-1)
 
 
 def _selector(group: QueryGroup) -> tuple[Any, list[object]]:
