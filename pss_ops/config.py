@@ -129,7 +129,22 @@ class LexicalRetriever(_Strict):
         return self
 
 
-Retriever = Annotated[DenseRetriever | LexicalRetriever, Field(discriminator="type")]
+class VectorRetriever(_Strict):
+    """A vector computed upstream (say an image embedding), read from a catalog column and searched exactly.
+
+    Apart from the compound embedding: its own candidates, and its own cosine in the fused score.
+    """
+
+    type: Literal["vector"]
+    name: str = Field("image", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    column: Literal["image_vector", "behavior_vector"]
+    dim: int = Field(ge=1, le=65536)
+    weight: float = Field(1.0, gt=0)
+
+
+Retriever = Annotated[DenseRetriever | LexicalRetriever | VectorRetriever, Field(discriminator="type")]
+# Retrievers other than the dense one: searched exactly over each index partition's rows (search.exact).
+ExactRetriever = LexicalRetriever | VectorRetriever
 
 
 _MEMORY_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -296,7 +311,24 @@ class AppConfig(_Strict):
             raise ValueError(f"retriever names must be unique, repeated: {', '.join(repeated)}")
         if sum(isinstance(r, DenseRetriever) for r in self.retrievers) != 1:
             raise ValueError("retrievers must include exactly one 'dense' retriever (the compound embedding of features)")
+        dims: dict[str, set[int]] = {}
+        for source in (*self.features, *self.retrievers):
+            if isinstance(source, PrecomputedVectorFeature | VectorRetriever):
+                dims.setdefault(source.column, set()).add(source.dim)
+        for column, widths in dims.items():
+            if len(widths) > 1:
+                raise ValueError(f"{column} is given different dims by features and retrievers: {sorted(widths)}")
         return self
+
+    @property
+    def vector_columns(self) -> dict[str, int]:
+        """The catalog's vector columns a feature or retriever reads, and their dims (every row must have one)."""
+        return {s.column: s.dim for s in (*self.features, *self.retrievers) if isinstance(s, PrecomputedVectorFeature | VectorRetriever)}
+
+    @property
+    def exact_retrievers(self) -> tuple[ExactRetriever, ...]:
+        """The retrievers searched exactly (every one but the dense), in config order."""
+        return tuple(r for r in self.retrievers if isinstance(r, LexicalRetriever | VectorRetriever))
 
     @property
     def lexical_retrievers(self) -> tuple[LexicalRetriever, ...]:

@@ -29,8 +29,8 @@ def embed_manifest(run_uri: str, name: str) -> str:
     return storage.join(run_uri, "embed", f"{name}.json")
 
 
-def lexical_tf(run_uri: str, name: str, retriever: str) -> str:
-    return storage.join(run_uri, "embed", f"{name}.{retriever}.tf.npz")
+def retriever_input(run_uri: str, name: str, retriever: str) -> str:
+    return storage.join(run_uri, "embed", f"{name}.{retriever}.npz")
 
 
 def lexical_idf(run_uri: str, retriever: str, first_index_partition: str) -> str:
@@ -50,8 +50,8 @@ def index_ids(run_uri: str, name: str) -> str:
     return storage.join(run_uri, "index", f"{name}.ids.parquet")
 
 
-def lexical_index(run_uri: str, name: str, retriever: str) -> str:
-    return storage.join(run_uri, "index", f"{name}.{retriever}.tfidf.npz")
+def retriever_rows(run_uri: str, name: str, retriever: str) -> str:
+    return storage.join(run_uri, "index", f"{name}.{retriever}.npz")
 
 
 def index_manifest(run_uri: str, name: str) -> str:

@@ -80,8 +80,9 @@ class EmbeddedPartition(Manifest):
     cache_hits: int
     cache_misses: int
     seconds: float
-    # Per lexical retriever: its sublinear term frequencies of these rows (features.lexical), fitted into TF-IDF later.
-    lexical_tf: dict[str, str] = {}
+    # Per exact retriever: its input for these rows (features.retriever_inputs): a lexical retriever's term
+    # frequencies, fitted into TF-IDF later, or a vector retriever's unit vectors.
+    retriever_inputs: dict[str, str] = {}
 
 
 class RowSlice(Manifest):
@@ -90,8 +91,8 @@ class RowSlice(Manifest):
     uri: str
     start: int
     stop: int
-    # The same rows' lexical term frequencies, per lexical retriever (the embedded partition's lexical_tf).
-    lexical_tf: dict[str, str] = {}
+    # The same rows' input per exact retriever (the embedded partition's retriever_inputs).
+    retriever_inputs: dict[str, str] = {}
 
 
 class IndexPartition(Manifest):
@@ -196,8 +197,8 @@ class BuiltIndex(Manifest):
     # With index.tuning: recall@k measured on this index at ef_search, and how ef_search was found.
     measured_recall: float | None = None
     calibration: EfCalibration | None = None
-    # Per lexical retriever: the TF-IDF rows of this partition (scope IDF, L2-normalised), searched exactly.
-    lexical: dict[str, str] = {}
+    # Per exact retriever: this partition's rows as it searches them (TF-IDF with the scope's IDF, or unit vectors).
+    retriever_rows: dict[str, str] = {}
 
 
 class QueriedPartition(Manifest):

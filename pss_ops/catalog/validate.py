@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from pss_ops import storage
 from pss_ops.catalog.source import BATCH_ROWS, REQUIRED_COLUMNS, CatalogError, CatalogSource, open_catalog
 from pss_ops.catalog.vectors import OK, blank_mask, parse_vectors, problems, reason
-from pss_ops.config import VECTOR_COLUMNS, AppConfig, PrecomputedVectorFeature
+from pss_ops.config import VECTOR_COLUMNS, AppConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Reject:
 
 def _expected_dims(source: CatalogSource, config: AppConfig, batch_rows: int) -> dict[str, int | None]:
     """Dims from the config for used vector columns; the most common length (first seen on ties) for unused ones."""
-    configured: dict[str, int] = {f.column: f.dim for f in config.features if isinstance(f, PrecomputedVectorFeature)}
+    configured: dict[str, int] = config.vector_columns
     dims: dict[str, int | None] = {c: configured.get(c) for c in VECTOR_COLUMNS if c in configured or c in source.columns}
     unused = [c for c in dims if c not in configured]
     if unused:
@@ -116,10 +116,10 @@ class CatalogValidator:
         categories: tuple[str, ...] | None = None,
         batch_rows: int = BATCH_ROWS,
     ) -> None:
-        self.configured = tuple(f.column for f in config.features if isinstance(f, PrecomputedVectorFeature))
+        self.configured = tuple(config.vector_columns)
         for column in self.configured:
             if column not in source.columns:
-                raise CatalogError(f"catalog is missing column {column!r} required by the config's precomputed feature")
+                raise CatalogError(f"catalog is missing column {column!r} required by the config's precomputed feature or vector retriever")
         for attribute in config.filter_attributes:
             if attribute not in source.columns and attribute != "category":
                 raise CatalogError(f"catalog is missing column {attribute!r} used by post_filter")

@@ -12,12 +12,13 @@ import pyarrow.compute as pc
 from scipy import sparse
 
 from pss_ops import storage
-from pss_ops.config import DenseRetriever, PostFilterConfig
+from pss_ops.config import DenseRetriever, ExactRetriever, LexicalRetriever, PostFilterConfig
 from pss_ops.features.embedded import read_vectors
-from pss_ops.features.lexical import read_sparse, read_vocabulary, tfidf_rows
+from pss_ops.features.retriever_inputs import query_matrix, read_input
 from pss_ops.manifests import BuiltIndex, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 from pss_ops.quality.recall import tie_hits
 from pss_ops.search.candidates import found_column, score_column
+from pss_ops.search.exact import Matrix
 from pss_ops.search.filters import allowed_pairs
 from pss_ops.search.merge import merge_topk
 
@@ -75,18 +76,20 @@ def _scores_by_query(uri: str, item_ids: np.ndarray, retriever: str, k: int) -> 
     return {item: np.sort(np.asarray(scores))[::-1][:k] for item, scores in found.items()}
 
 
-def exact_lexical_topk(
-    queries: sparse.csr_matrix, query_rows: pa.Table, built: list[BuiltIndex], retriever: str, rules: PostFilterConfig, k: int
+def exact_retriever_topk(
+    queries: Matrix, query_rows: pa.Table, built: list[BuiltIndex], retriever: ExactRetriever, rules: PostFilterConfig, k: int
 ) -> np.ndarray:
-    """Exact TF-IDF top-k scores (cosine > 0, rules applied, self excluded) over the scope's index partitions, streamed."""
+    """An exact retriever's brute-force top-k scores (rules applied, self excluded) over the scope's index partitions."""
 
     def per_partition() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         offset = 0
         for part in built:
             ids = storage.read_parquet(part.ids_uri)
-            rows = read_sparse(part.lexical[retriever])[0]
-            scores = (queries @ rows.T).toarray()
-            allowed = allowed_pairs(rules, query_rows, ids, scores) & (scores > 0)
+            product = queries @ read_input(part.retriever_rows[retriever.name]).T
+            scores = np.asarray(product.toarray() if sparse.issparse(product) else product)  # type: ignore[union-attr]
+            allowed = allowed_pairs(rules, query_rows, ids, scores)
+            if isinstance(retriever, LexicalRetriever):
+                allowed &= scores > 0  # no shared term, no lexical candidate
             scores = np.where(allowed, scores, EXCLUDED)
             take = min(k, scores.shape[1])
             top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
@@ -129,10 +132,10 @@ def sampled_recall(
             rows = ids.take(pa.array(local))
             item_ids = np.asarray(rows.column("item_id").to_pylist(), dtype=object)
             exact = {dense: exact_topk(vectors[local], [p for _, p in members], k, query_rows=rows, rules=rules)[0]}
-            for retriever in config.lexical_retrievers:
-                tf = read_sparse(part.lexical_tf[retriever.name])[0][local]
-                idf = read_vocabulary(index_plan.for_scope(scope)[0].lexical_idf[retriever.name])
-                exact[retriever.name] = exact_lexical_topk(tfidf_rows(tf, idf), rows, scope_built, retriever.name, rules, k)
+            for retriever in config.exact_retrievers:
+                vocabulary = index_plan.for_scope(scope)[0].lexical_idf.get(retriever.name)
+                queries = query_matrix(retriever, part.retriever_inputs[retriever.name], vocabulary)[local]
+                exact[retriever.name] = exact_retriever_topk(queries, rows, scope_built, retriever, rules, k)
             for name in names:
                 found = _scores_by_query(queried_by_name[part.name].uri, item_ids, name, k)
                 hit, want = _hits(found, item_ids, exact[name])

@@ -1,6 +1,6 @@
 """A query partition's candidates: every retriever searched over every index of its scope, filtered, united, fused.
 
-Per index partition, each retriever finds its best `fetch` eligible rows (search.dense, search.lexical; the
+Per index partition, each retriever finds its best `fetch` eligible rows (search.dense, search.exact; the
 attribute rules applied during the search). Their union is scored by every retriever, so each row carries each
 retriever's cosine and which retrievers found it. Across index partitions a row survives while it is within some
 retriever's best `fetch` for its query, so memory stays (queries x fetch x retrievers). The rows are ranked by the
@@ -14,16 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import sparse
 
 from pss_ops import storage
-from pss_ops.config import AppConfig, DenseRetriever
-from pss_ops.features.lexical import read_sparse
+from pss_ops.config import AppConfig, DenseRetriever, LexicalRetriever
+from pss_ops.features.retriever_inputs import read_input
 from pss_ops.manifests import BuiltIndex
 from pss_ops.search.dense import filtered_search, index_vectors
 from pss_ops.search.eligibility import Eligibility
+from pss_ops.search.exact import Matrix, exact_search, pair_scores
 from pss_ops.search.hnsw import load_index
-from pss_ops.search.lexical import lexical_search, pair_cosines
 from pss_ops.search.merge import pack_ids, unpack_ids
 
 PAIR_CHUNK = 16_384
@@ -87,7 +86,7 @@ def search_scope(
     config: AppConfig,
     queries: pa.Table,
     vectors: np.ndarray,
-    lexical_queries: dict[str, sparse.csr_matrix],
+    exact_queries: dict[str, Matrix],
     indexes: list[BuiltIndex],
     fetch: int,
 ) -> ScopeSearch:
@@ -109,10 +108,13 @@ def search_scope(
         found: dict[str, np.ndarray] = {}
         _, found[dense.name], stats = filtered_search(index, vectors, wanted, built.ef_search, built.hnsw_m, eligibility)
         exact, fallback = exact + stats.exact, fallback + stats.fallback
-        lexical_rows = {}
-        for retriever in config.lexical_retrievers:
-            lexical_rows[retriever.name] = read_sparse(built.lexical[retriever.name])[0]
-            _, found[retriever.name] = lexical_search(lexical_queries[retriever.name], lexical_rows[retriever.name], wanted, eligibility)
+        exact_rows = {}
+        for retriever in config.exact_retrievers:
+            exact_rows[retriever.name] = read_input(built.retriever_rows[retriever.name])
+            positive_only = isinstance(retriever, LexicalRetriever)  # no shared term, no lexical candidate
+            _, found[retriever.name] = exact_search(
+                exact_queries[retriever.name], exact_rows[retriever.name], wanted, eligibility, positive_only=positive_only
+            )
         # The union: each (query, row) pair once, with the retrievers that found it.
         n = max(int(index.ntotal), 1)
         keys = {name: (np.arange(len(f))[:, None] * n + f)[f >= 0] for name, f in found.items()}
@@ -123,13 +125,13 @@ def search_scope(
         union, query_rows, rows = union[keep], query_rows[keep], rows[keep]
         part: dict[str, np.ndarray] = {"_position": query_rows, "_packed": pack_ids(built.number, rows)}
         part[score_column(dense.name)] = _dense_pair_scores(vectors, index_vectors(index), query_rows, rows)
-        for name, matrix in lexical_rows.items():
-            part[score_column(name)] = pair_cosines(lexical_queries[name], matrix, query_rows, rows)
+        for name, matrix in exact_rows.items():
+            part[score_column(name)] = pair_scores(exact_queries[name], matrix, query_rows, rows)
         for name in names:
             part[found_column(name)] = np.isin(union, keys[name])
         merged = part if kept is None else {key: np.concatenate([kept[key], part[key]]) for key in part}
         kept = _keep_best(merged, names, fetch)
-        del index, lexical_rows
+        del index, exact_rows
     return ScopeSearch(_table(config, queries, kept, id_tables, names), exact, fallback)
 
 

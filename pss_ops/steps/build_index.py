@@ -7,11 +7,11 @@ import logging
 import faiss
 import numpy as np
 import pyarrow as pa
-from scipy import sparse
 
 from pss_ops import layout, storage
+from pss_ops.config import ExactRetriever
 from pss_ops.features.embedded import read_vectors
-from pss_ops.features.lexical import read_sparse, read_vocabulary, tfidf_rows, write_sparse
+from pss_ops.features.retriever_inputs import read_input, searched_rows, write_rows
 from pss_ops.manifests import BuiltIndex, EfCalibration, IndexPartition, RunContext
 from pss_ops.search.filters import candidates_per_query
 from pss_ops.search.hnsw import build_hnsw, write_index
@@ -40,7 +40,7 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         ids_uri = layout.index_ids(ctx.run_uri, partition.name)
         storage.write_parquet(ids_uri, pa.concat_tables(tables))
         write_index(index_uri, index)
-        lexical = {name: _build_lexical(ctx, partition, name) for name in partition.lexical_idf}
+        retriever_rows = {r.name: _build_retriever_rows(ctx, partition, r) for r in ctx.config.exact_retrievers}
     result = BuiltIndex(
         number=partition.number,
         name=partition.name,
@@ -54,18 +54,18 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
         ef_search=ef_search,
         measured_recall=calibration.ladder[-1][1] if calibration is not None else None,
         calibration=calibration,
-        lexical=lexical,
+        retriever_rows=retriever_rows,
     )
     result.write(layout.index_manifest(ctx.run_uri, partition.name))
     log.info("build_index %s: %d vectors in %.1fs", partition.name, result.rows, result.seconds)
     return result
 
 
-def _build_lexical(ctx: RunContext, partition: IndexPartition, retriever: str) -> str:
-    """The partition's rows as TF-IDF with its scope's IDF, L2-normalised, written for the query step's exact search."""
-    blocks = [read_sparse(piece.lexical_tf[retriever], piece.start, piece.stop)[0] for piece in partition.slices]
-    uri = layout.lexical_index(ctx.run_uri, partition.name, retriever)
-    write_sparse(uri, tfidf_rows(sparse.vstack(blocks, format="csr"), read_vocabulary(partition.lexical_idf[retriever])))
+def _build_retriever_rows(ctx: RunContext, partition: IndexPartition, retriever: ExactRetriever) -> str:
+    """The partition's rows as an exact retriever searches them (TF-IDF with its scope's IDF, or unit vectors)."""
+    blocks = [read_input(piece.retriever_inputs[retriever.name], piece.start, piece.stop) for piece in partition.slices]
+    uri = layout.retriever_rows(ctx.run_uri, partition.name, retriever.name)
+    write_rows(uri, searched_rows(retriever, blocks, partition.lexical_idf.get(retriever.name)))
     return uri
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pyarrow as pa
 
 from pss_ops import layout, storage
+from pss_ops.config import LexicalRetriever
 from pss_ops.features.cache.base import EmbeddingCache
 from pss_ops.features.compound import content_hashes, feature_text, input_columns, item_vectors
 from pss_ops.features.embedded import VECTOR_COLUMN, vector_column
-from pss_ops.features.lexical import document_frequencies, term_frequencies, write_sparse
+from pss_ops.features.retriever_inputs import write_input
 from pss_ops.manifests import CatalogPartition, EmbeddedPartition, RunContext
 from pss_ops.timing import timed
 
@@ -25,7 +26,7 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
     with timed(f"embed {partition.name}") as timer:
         table = storage.read_parquet(partition.uri)
         # Only the embedding's inputs become Python objects; kept columns go straight from Arrow to the output.
-        lexical_fields = [f for r in config.lexical_retrievers for f in r.fields]
+        lexical_fields = [f for r in config.exact_retrievers if isinstance(r, LexicalRetriever) for f in r.fields]
         needed = dict.fromkeys([*input_columns(config), *lexical_fields])
         inputs = ["item_id", *(c for c in needed if c in table.column_names and c != "item_id")]
         frame = table.select(inputs).to_pandas()
@@ -49,12 +50,11 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         storage.write_parquet(uri, pa.table(columns))
         # Term frequencies are cheap and depend on the item alone; the IDF that weights them is fitted per run
         # on the scope (plan_index), so nothing fitted on the rest of the catalog enters the cache.
-        lexical_tf = {}
-        for retriever in config.lexical_retrievers:
-            lexical_tf[retriever.name] = layout.lexical_tf(ctx.run_uri, partition.name, retriever.name)
-            tf = term_frequencies(feature_text(frame, retriever.fields), retriever)
-            buckets, counts = document_frequencies(tf)
-            write_sparse(lexical_tf[retriever.name], tf, df_buckets=buckets, df_counts=counts)
+        retriever_inputs = {}
+        for retriever in config.exact_retrievers:
+            retriever_inputs[retriever.name] = layout.retriever_input(ctx.run_uri, partition.name, retriever.name)
+            texts = feature_text(frame, retriever.fields) if isinstance(retriever, LexicalRetriever) else []
+            write_input(retriever_inputs[retriever.name], retriever, texts, table)
     result = EmbeddedPartition(
         name=partition.name,
         scope=partition.scope,
@@ -65,7 +65,7 @@ def embed_partition(ctx: RunContext, partition: CatalogPartition, cache: Embeddi
         cache_hits=len(keys) - len(missing),
         cache_misses=len(missing),
         seconds=timer.seconds,
-        lexical_tf=lexical_tf,
+        retriever_inputs=retriever_inputs,
     )
     result.write(layout.embed_manifest(ctx.run_uri, partition.name))
     log.info("embed %s: %d rows, %d cache hits, %d computed", partition.name, result.rows, result.cache_hits, result.cache_misses)

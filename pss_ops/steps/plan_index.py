@@ -30,7 +30,7 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
                 groups.append([])
                 room = base + (1 if len(groups) <= extra else 0)
             stop = min(part.rows, start + room)
-            groups[-1].append(RowSlice(uri=part.uri, start=start, stop=stop, lexical_tf=part.lexical_tf))
+            groups[-1].append(RowSlice(uri=part.uri, start=start, stop=stop, retriever_inputs=part.retriever_inputs))
             room -= stop - start
             start = stop
     return [g for g in groups if g]
@@ -63,7 +63,7 @@ def _fit_lexical_idf(ctx: RunContext, embedded: list[EmbeddedPartition], partiti
         for retriever in ctx.config.lexical_retrievers:
             parts = []
             for member in members:
-                arrays = storage.read_arrays(member.lexical_tf[retriever.name])
+                arrays = storage.read_arrays(member.retriever_inputs[retriever.name])
                 parts.append((arrays["df_buckets"], arrays["df_counts"]))
             uri = layout.lexical_idf(ctx.run_uri, retriever.name, first.name)
             write_vocabulary(uri, sum(m.rows for m in members), *sum_document_frequencies(parts))

@@ -6,7 +6,7 @@ import logging
 
 from pss_ops import layout, storage
 from pss_ops.features.embedded import read_vectors
-from pss_ops.features.lexical import read_sparse, read_vocabulary, tfidf_rows
+from pss_ops.features.retriever_inputs import query_matrix
 from pss_ops.manifests import BuiltIndex, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
 from pss_ops.search.candidates import search_scope
 from pss_ops.search.filters import candidates_per_query
@@ -27,13 +27,13 @@ def query_partition(ctx: RunContext, partition: EmbeddedPartition, index_plan: I
         queries, vectors = read_vectors(partition.uri)
         planned = index_plan.for_scope(partition.scope)
         indexes = [BuiltIndex.read(layout.index_manifest(ctx.run_uri, p.name)) for p in planned]
-        # The queries' TF-IDF with their scope's IDF, the same weights the index partitions' rows carry.
-        lexical_queries = {
-            r.name: tfidf_rows(read_sparse(partition.lexical_tf[r.name])[0], read_vocabulary(planned[0].lexical_idf[r.name]))
-            for r in config.lexical_retrievers
+        # The queries as each exact retriever compares them: TF-IDF with their scope's IDF, or unit vectors.
+        exact_queries = {
+            r.name: query_matrix(r, partition.retriever_inputs[r.name], planned[0].lexical_idf.get(r.name))
+            for r in config.exact_retrievers
             if planned
         }
-        found = search_scope(config, queries, vectors, lexical_queries, indexes, fetch)
+        found = search_scope(config, queries, vectors, exact_queries, indexes, fetch)
         table = found.table.drop_columns(["_position"])
         with_candidates = len(set(found.table.column("_position").to_numpy().tolist())) if found.table.num_rows else 0
         uri = layout.query_result(ctx.run_uri, partition.name)

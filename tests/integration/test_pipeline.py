@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pss_ops import layout, storage
 from pss_ops.catalog.validate import RejectThresholdError
 from pss_ops.cli import ARRAY_INDEX_ENV, WAREHOUSE_ENV, main
-from pss_ops.config import AppConfig
+from pss_ops.config import AppConfig, parse_config
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.features.cache.sqlite import SQLiteEmbeddingCache
 from pss_ops.features.compound import content_hashes
@@ -564,3 +564,49 @@ def test_a_category_held_by_one_seller_publishes_no_rows_and_says_so(
     assert len(published) == warm_config.k * int((frame["category"] == "group_a").sum())
     assert summary["cache"]["misses"] == 0  # the warm cache: no dense embedding computed
     assert "no candidates    1 scope(s) where every item fails the attribute rules, 0 rows: group_b" in capsys.readouterr().out
+
+
+def test_a_vector_retriever_adds_its_own_candidates_and_cosines(ag_subset: Subset, warm_config: AppConfig, tmp_path: Path) -> None:
+    """Three retrievers united: the dense compound, lexical TF-IDF, and an image_vector column searched exactly.
+
+    The image vectors are synthetic (a functional check, not a quality claim): each true pair shares one vector
+    up to noise, so the image retriever finds the partner whatever the titles say.
+    """
+    rng = np.random.default_rng(11)
+    frame = ag_subset.frame.copy()
+    base = {item: rng.standard_normal(16) for item in frame["item_id"]}
+    for a, b in zip(ag_subset.matches["id_a"], ag_subset.matches["id_b"]):
+        base[b] = base[a] + 0.05 * rng.standard_normal(16)
+    frame["image_vector"] = [json.dumps([round(float(v), 6) for v in base[item]]) for item in frame["item_id"]]
+    catalog = tmp_path / "catalog.csv"
+    frame.to_csv(catalog, index=False)
+    retrievers = [
+        *(r.model_dump() for r in warm_config.retrievers),
+        {"type": "vector", "name": "image", "column": "image_vector", "dim": 16},
+    ]
+    config = parse_config({**warm_config.model_dump(mode="json"), "retrievers": retrievers})
+
+    summary = run_pipeline(config, catalog_uri=str(catalog), out_dir=str(tmp_path / "out"), snapshot_date=SNAPSHOT, **QUIET)
+
+    assert summary["cache"]["misses"] == 0  # the image retriever is not part of the cached dense embedding
+    assert summary["search"]["recall_by_retriever"] == {"dense": 1.0, "lexical": 1.0, "image": 1.0}
+    unit = {item: v / np.linalg.norm(v) for item, v in base.items()}
+    seller = dict(zip(frame["item_id"], frame["seller"]))
+    category = dict(zip(frame["item_id"], frame["category"]))
+    fetch = config.k * config.post_filter.candidate_multiplier
+    queried = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "out" / "runs").glob("*/query/*.parquet"))], ignore_index=True)
+    cosines = np.array([unit[q] @ unit[c] for q, c in zip(queried["query_item_id"], queried["candidate_item_id"])])
+    np.testing.assert_allclose(queried["score_image"], cosines, atol=1e-5)
+    for query, group in queried.groupby("query_item_id"):
+        eligible = [i for i in frame["item_id"] if category[i] == category[query] and seller[i] != seller[query]]
+        want = np.sort([unit[query] @ unit[i] for i in eligible])[::-1][:fetch]
+        found = group[group["found_image"]]["score_image"].to_numpy()
+        np.testing.assert_allclose(np.sort(found)[::-1], want, atol=1e-5)  # the image retriever's own list is exact
+    published = parquet_rows(tmp_path / "out" / "similar_items.parquet")
+    assert published["found_by"].str.contains("image").any()
+    partners = {(a, b) for a, b in zip(ag_subset.matches["id_a"], ag_subset.matches["id_b"])}
+    found_partner = {(q, c) for q, c in zip(queried["query_item_id"], queried["candidate_item_id"])} & partners
+    image_found = {
+        (q, c) for q, c, f in zip(queried["query_item_id"], queried["candidate_item_id"], queried["found_image"]) if f
+    } & partners
+    assert image_found == found_partner == partners  # every true pair is in the union, found by the image retriever

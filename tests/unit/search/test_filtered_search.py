@@ -1,4 +1,4 @@
-"""Filter-aware search (search.eligibility, search.dense, search.lexical) against filtering an exact search.
+"""Filter-aware search (search.eligibility, search.dense, search.exact) against filtering an exact search.
 
 Real vectors and titles of the Amazon-Google subset; sellers reassigned so that one holds most of the catalog, a
 second a tenth and a third a few items, with a few NULLs: every way the dense search can go is taken.
@@ -17,8 +17,8 @@ from pss_ops import storage
 from pss_ops.config import PostFilterConfig
 from pss_ops.search.dense import filtered_search
 from pss_ops.search.eligibility import Eligibility
+from pss_ops.search.exact import exact_search
 from pss_ops.search.hnsw import build_hnsw
-from pss_ops.search.lexical import lexical_search
 from tests.unit.conftest import TIE, Stepped, scope_vectors
 
 FETCH = 13
@@ -92,7 +92,7 @@ def test_lexical_filtered_search_equals_filtering_the_full_sparse_product(steppe
         [titles[i] for i in table.column("item_id").to_pylist()]
     )
     rules = PostFilterConfig(different=("seller",))
-    scores, rows = lexical_search(matrix.tocsr(), matrix.tocsr(), FETCH, Eligibility(rules, table, table))
+    scores, rows = exact_search(matrix.tocsr(), matrix.tocsr(), FETCH, Eligibility(rules, table, table), positive_only=True)
     full = (matrix @ matrix.T).toarray()
     eligible = _eligible(rules, table.column("seller").to_pylist()) & (full > 0)
     for q in range(full.shape[0]):
