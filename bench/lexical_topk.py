@@ -373,7 +373,7 @@ def run_method(args: argparse.Namespace) -> dict[str, Any]:
         scores, found = masked_search(matrix, matrix, args.fetch, eligibility)
         extra: dict[str, Any] = {}
     elif args.worker == "pss_exact_search":
-        scores, found = exact_search(matrix, matrix, args.fetch, eligibility, positive_only=True)
+        scores, found, _ = exact_search(matrix, matrix, args.fetch, eligibility, positive_only=True)
         extra = {}
     elif args.worker == "sdt_postfilter":
         scores, found, extra = sdt_postfilter(matrix, args.fetch, eligibility, args.extra, args.threads, args.sdt_block)

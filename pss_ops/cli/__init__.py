@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pss_ops import storage
+# Arrow's default allocator (mimalloc) keeps freed pages mapped: across the steps of one `pss run`, each reading
+# and dropping large Parquet files, peak RSS grew with what had been freed (1.16 GB against 0.71 GB for the
+# report step of a 24.6k-item run). The system allocator returns them. Set before pyarrow allocates; an explicit
+# ARROW_DEFAULT_MEMORY_POOL wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+from pss_ops import storage  # noqa: E402
 from pss_ops.catalog.validate import CatalogError
 from pss_ops.cli.step import (
     ARRAY_INDEX_ENV,

@@ -129,9 +129,11 @@ def sampled_recall(
             if not len(local):
                 continue
             ids, vectors = read_vectors(part.uri)
-            rows = ids.take(pa.array(local))
+            rows, sample = ids.take(pa.array(local)), vectors[local]
+            # Only the sample is kept: brute force reads the scope's partitions again, one at a time.
+            del ids, vectors
             item_ids = np.asarray(rows.column("item_id").to_pylist(), dtype=object)
-            exact = {dense: exact_topk(vectors[local], [p for _, p in members], k, query_rows=rows, rules=rules)[0]}
+            exact = {dense: exact_topk(sample, [p for _, p in members], k, query_rows=rows, rules=rules)[0]}
             for retriever in config.exact_retrievers:
                 vocabulary = index_plan.for_scope(scope)[0].lexical_idf.get(retriever.name)
                 queries = query_matrix(retriever, part.retriever_inputs[retriever.name], vocabulary)[local]

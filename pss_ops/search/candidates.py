@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,8 +25,6 @@ from pss_ops.search.eligibility import Eligibility
 from pss_ops.search.exact import Matrix, exact_search, pair_scores
 from pss_ops.search.hnsw import load_index
 from pss_ops.search.merge import pack_ids, unpack_ids
-
-PAIR_CHUNK = 16_384
 
 
 def score_column(retriever: str) -> str:
@@ -56,12 +55,33 @@ class ScopeSearch:
 
 
 def _dense_pair_scores(queries: np.ndarray, base: np.ndarray, query_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    out = np.empty(len(query_rows), dtype=np.float32)
-    for start in range(0, len(query_rows), PAIR_CHUNK):
-        stop = start + PAIR_CHUNK
-        out[start:stop] = np.einsum("ij,ij->i", queries[query_rows[start:stop]], base[rows[start:stop]])
+    """Inner products of (query, row) pairs sorted by query, computed in place by faiss (no gathered copies of rows)."""
+    if not len(query_rows):
+        return np.zeros(0, np.float32)
+    counts = np.bincount(query_rows, minlength=len(queries))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(query_rows)) - starts[query_rows]
+    ids = np.full((len(queries), int(counts.max())), -1, dtype=np.int64)
+    ids[query_rows, slot] = rows
+    out = np.empty(ids.shape, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+        faiss.swig_ptr(out),
+        faiss.swig_ptr(queries),
+        faiss.swig_ptr(base),
+        faiss.swig_ptr(ids),
+        queries.shape[1],
+        ids.shape[0],
+        ids.shape[1],
+    )
     # Inner products of unit float32 vectors can pass 1 by rounding; the published score is a cosine.
-    return np.clip(out, -1.0, 1.0)
+    return np.clip(out[query_rows, slot], -1.0, 1.0)
+
+
+def _own_rows(query_ids: pa.ChunkedArray, ids: pa.Table) -> np.ndarray:
+    """Each query item's row in an index partition's id table, -1 where it is not there."""
+    rows = pc.index_in(query_ids, value_set=ids.column("item_id").combine_chunks())
+    return np.asarray(pc.fill_null(rows, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _keep_best(rows: dict[str, np.ndarray], names: list[str], fetch: int) -> dict[str, np.ndarray]:
@@ -94,7 +114,6 @@ def search_scope(
     names = [r.name for r in config.retrievers]
     dense = next(r for r in config.retrievers if isinstance(r, DenseRetriever))
     rules = config.post_filter
-    query_ids = queries.column("item_id")
     id_tables: dict[int, pa.Table] = {}
     kept: dict[str, np.ndarray] | None = None
     exact = fallback = 0
@@ -105,40 +124,75 @@ def search_scope(
         eligibility = Eligibility(rules, queries, ids)
         # One extra slot: the query item is in its own scope's index, and is dropped below.
         wanted = fetch + 1
+        scores: dict[str, np.ndarray] = {}
         found: dict[str, np.ndarray] = {}
-        _, found[dense.name], stats = filtered_search(index, vectors, wanted, built.ef_search, built.hnsw_m, eligibility)
+        also: dict[str, np.ndarray] = {}
+        scores[dense.name], found[dense.name], stats = filtered_search(index, vectors, wanted, built.ef_search, built.hnsw_m, eligibility)
         exact, fallback = exact + stats.exact, fallback + stats.fallback
         exact_rows = {}
         for retriever in config.exact_retrievers:
             exact_rows[retriever.name] = read_input(built.retriever_rows[retriever.name])
-            positive_only = isinstance(retriever, LexicalRetriever)  # no shared term, no lexical candidate
-            _, found[retriever.name] = exact_search(
-                exact_queries[retriever.name], exact_rows[retriever.name], wanted, eligibility, positive_only=positive_only
+            scores[retriever.name], found[retriever.name], also[retriever.name] = exact_search(
+                exact_queries[retriever.name],
+                exact_rows[retriever.name],
+                wanted,
+                eligibility,
+                # No shared term, no lexical candidate.
+                positive_only=isinstance(retriever, LexicalRetriever),
+                also=found[dense.name],
             )
-        # The union: each (query, row) pair once, with the retrievers that found it.
         n = max(int(index.ntotal), 1)
-        keys = {name: (np.arange(len(f))[:, None] * n + f)[f >= 0] for name, f in found.items()}
-        union = np.unique(np.concatenate(list(keys.values())))
-        query_rows, rows = union // n, union % n
-        not_self = pc.not_equal(ids.column("item_id").take(pa.array(rows)), query_ids.take(pa.array(query_rows)))
-        keep = np.asarray(not_self.to_numpy(zero_copy_only=False), dtype=bool)
-        union, query_rows, rows = union[keep], query_rows[keep], rows[keep]
-        part: dict[str, np.ndarray] = {"_position": query_rows, "_packed": pack_ids(built.number, rows)}
-        part[score_column(dense.name)] = _dense_pair_scores(vectors, index_vectors(index), query_rows, rows)
-        for name, matrix in exact_rows.items():
-            part[score_column(name)] = pair_scores(exact_queries[name], matrix, query_rows, rows)
+        own = _own_rows(queries.column("item_id"), ids)
+        dense_keys = (np.arange(len(vectors))[:, None] * n + found[dense.name])[found[dense.name] >= 0]
+        # Each retriever's list without the query itself, cut to fetch (lists are best first).
+        kept_keys, kept_scores = {}, {}
         for name in names:
-            part[found_column(name)] = np.isin(union, keys[name])
-        merged = part if kept is None else {key: np.concatenate([kept[key], part[key]]) for key in part}
-        kept = _keep_best(merged, names, fetch)
+            valid = (found[name] >= 0) & (found[name] != own[:, None])
+            valid &= np.cumsum(valid, axis=1) <= fetch
+            kept_keys[name] = (np.arange(len(vectors))[:, None] * n + found[name])[valid]
+            kept_scores[name] = scores[name][valid]
+        # The union: each (query, row) pair once, with the retrievers that found it and every retriever's cosine.
+        every = np.sort(np.concatenate(list(kept_keys.values())))
+        union = every[np.concatenate([[True], every[1:] != every[:-1]])] if len(every) else every
+        query_rows, rows = union // n, union % n
+        part: dict[str, np.ndarray] = {"_position": query_rows, "_packed": pack_ids(built.number, rows)}
+        for name in names:
+            at = np.searchsorted(union, kept_keys[name])
+            flags = np.zeros(len(union), dtype=bool)
+            flags[at] = True
+            cosines = np.full(len(union), np.nan, dtype=np.float32)
+            cosines[at] = kept_scores[name]
+            if name in also:
+                # Read off the products that found this retriever's own list: the dense retriever's candidates.
+                where = np.minimum(np.searchsorted(union, dense_keys), max(len(union) - 1, 0))
+                listed = (union[where] == dense_keys) if len(union) else np.zeros(0, bool)
+                extra = also[name][found[dense.name] >= 0][listed]
+                cosines[where[listed]] = np.where(np.isnan(cosines[where[listed]]), extra, cosines[where[listed]])
+            missing = np.flatnonzero(np.isnan(cosines))
+            if len(missing):
+                if name == dense.name:
+                    cosines[missing] = _dense_pair_scores(vectors, index_vectors(index), query_rows[missing], rows[missing])
+                else:
+                    cosines[missing] = pair_scores(exact_queries[name], exact_rows[name], query_rows[missing], rows[missing])
+            part[score_column(name)] = cosines
+            part[found_column(name)] = flags
+        # Across index partitions a row survives while some retriever still counts it among its best fetch.
+        kept = part if kept is None else _keep_best({key: np.concatenate([kept[key], part[key]]) for key in part}, names, fetch)
         del index, exact_rows
     return ScopeSearch(_table(config, queries, kept, id_tables, names), exact, fallback)
+
+
+def _ranks(position: np.ndarray) -> np.ndarray:
+    """1, 2, ... within each run of equal positions (rows already grouped by query)."""
+    starts = np.ones(len(position), dtype=bool)
+    starts[1:] = position[1:] != position[:-1]
+    return np.arange(len(position)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
 
 
 def _table(
     config: AppConfig, queries: pa.Table, rows: dict[str, np.ndarray] | None, id_tables: dict[int, pa.Table], names: list[str]
 ) -> pa.Table:
-    """The candidate rows by query, then fused score: q_/c_ attribute columns, each retriever's score and flag."""
+    """The kept candidate rows by query, then fused score: q_/c_ attribute columns, each retriever's score and flag."""
     if rows is None:
         rows = {"_position": np.zeros(0, np.int64), "_packed": np.zeros(0, np.int64)}
         rows.update({score_column(n): np.zeros(0, np.float32) for n in names})
@@ -146,10 +200,17 @@ def _table(
     fused = fused_scores(config, {n: rows[score_column(n)] for n in names})
     # Ties in the fused score go to the smaller packed id, so reruns rank identically.
     order = np.lexsort((rows["_packed"], -fused, rows["_position"]))
+    rank = _ranks(rows["_position"][order])
+    # Written: the fused top k (all the post-filter can publish: the rules were applied in the search, and a
+    # min_score floor on the fused score cuts a prefix) and each retriever's own top k (the summary's recall).
+    keep = np.zeros(len(order), dtype=bool)
+    keep[order] = rank <= config.k
+    for name in names:
+        found = rows[found_column(name)]
+        own = np.lexsort((rows["_packed"], -rows[score_column(name)], ~found, rows["_position"]))
+        keep[own] |= found[own] & (_ranks(rows["_position"][own]) <= config.k)
+    order, rank = order[keep[order]], rank[keep[order]]
     position = rows["_position"][order]
-    starts = np.ones(len(order), dtype=bool)
-    starts[1:] = position[1:] != position[:-1]
-    rank = np.arange(len(order)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
     numbers, local = unpack_ids(rows["_packed"][order])
     ordered = sorted(id_tables)
     scope_ids = (

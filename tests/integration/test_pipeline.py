@@ -593,15 +593,15 @@ def test_a_vector_retriever_adds_its_own_candidates_and_cosines(ag_subset: Subse
     unit = {item: v / np.linalg.norm(v) for item, v in base.items()}
     seller = dict(zip(frame["item_id"], frame["seller"]))
     category = dict(zip(frame["item_id"], frame["category"]))
-    fetch = config.k * config.post_filter.candidate_multiplier
+    k = config.k
     queried = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "out" / "runs").glob("*/query/*.parquet"))], ignore_index=True)
     cosines = np.array([unit[q] @ unit[c] for q, c in zip(queried["query_item_id"], queried["candidate_item_id"])])
     np.testing.assert_allclose(queried["score_image"], cosines, atol=1e-5)
     for query, group in queried.groupby("query_item_id"):
         eligible = [i for i in frame["item_id"] if category[i] == category[query] and seller[i] != seller[query]]
-        want = np.sort([unit[query] @ unit[i] for i in eligible])[::-1][:fetch]
+        want = np.sort([unit[query] @ unit[i] for i in eligible])[::-1][:k]
         found = group[group["found_image"]]["score_image"].to_numpy()
-        np.testing.assert_allclose(np.sort(found)[::-1], want, atol=1e-5)  # the image retriever's own list is exact
+        np.testing.assert_allclose(np.sort(found)[::-1][:k], want, atol=1e-5)  # the image retriever's own top k is exact
     published = parquet_rows(tmp_path / "out" / "similar_items.parquet")
     assert published["found_by"].str.contains("image").any()
     partners = {(a, b) for a, b in zip(ag_subset.matches["id_a"], ag_subset.matches["id_b"])}

@@ -92,11 +92,23 @@ def test_lexical_filtered_search_equals_filtering_the_full_sparse_product(steppe
         [titles[i] for i in table.column("item_id").to_pylist()]
     )
     rules = PostFilterConfig(different=("seller",))
-    scores, rows = exact_search(matrix.tocsr(), matrix.tocsr(), FETCH, Eligibility(rules, table, table), positive_only=True)
     full = (matrix @ matrix.T).toarray()
     eligible = _eligible(rules, table.column("seller").to_pylist()) & (full > 0)
+    # Rows another retriever found (any eligible rows, here drawn at random): their cosines come back too.
+    rng = np.random.default_rng(3)
+    also = np.full((full.shape[0], 3), -1, dtype=np.int64)
+    for q in range(full.shape[0]):
+        pool = np.flatnonzero(eligible[q])
+        picked = rng.choice(pool, size=min(3, len(pool)), replace=False)
+        also[q, : len(picked)] = picked
+    scores, rows, also_scores = exact_search(
+        matrix.tocsr(), matrix.tocsr(), FETCH, Eligibility(rules, table, table), positive_only=True, also=also
+    )
     for q in range(full.shape[0]):
         want = np.sort(full[q, eligible[q]])[::-1][:FETCH]
         got = rows[q][rows[q] >= 0]
         assert len(got) == len(want) and eligible[q, got].all()
         np.testing.assert_allclose(scores[q, : len(got)], want, atol=1e-6)
+        listed = also[q] >= 0
+        np.testing.assert_allclose(also_scores[q][listed], full[q, also[q][listed]], atol=1e-6)
+        assert np.isnan(also_scores[q][~listed]).all()
