@@ -1,7 +1,8 @@
 """The dense retriever's filter-aware search of one HNSW index: the attribute rules applied during the search.
 
 Per group of queries that share their rule values (search.eligibility), the cheapest exact-enough way:
-- few eligible rows (a selective filter, or a small partition): exact search over just those rows;
+- few eligible rows (a selective filter, or a small partition): exact search over just those rows, or, when most
+  rows are eligible (a small partition where each seller has a few items), one masked exact pass for all such queries;
 - a short exclusion list (the query's own seller holds a few items): one batched HNSW search over-fetched by the
   longest such list, the excluded rows dropped;
 - otherwise HNSW with a faiss IDSelector, so the graph search itself skips ineligible rows.
@@ -18,6 +19,7 @@ import faiss
 import numpy as np
 
 from pss_ops.search.eligibility import Eligibility, QueryGroup
+from pss_ops.search.exact import masked_exact
 from pss_ops.search.hnsw import search_hnsw
 
 # Scores computed at once in an exact search: queries x eligible rows, 32 MB of float32.
@@ -99,6 +101,7 @@ def filtered_search(
     # What one HNSW query costs in distance computations, unfiltered; exact search of n rows costs n.
     hnsw_cost = max(ef_search, fetch) * 2 * hnsw_m  # the base layer links 2M neighbours
     listed: list[QueryGroup] = []
+    masked: list[np.ndarray] = []
     for group in eligibility.groups():
         count = group.eligible_count(rows)
         if count == 0:
@@ -107,8 +110,12 @@ def filtered_search(
         # A filter admitting a share f of the rows makes HNSW explore about 1/f times more: exact is cheaper
         # once the eligible rows number fewer than that.
         if count * count / rows <= hnsw_cost:
-            s, f = exact_over(queries[group.positions], base, group.eligible_rows(rows), fetch)
             stats.exact += len(group.positions)
+            if count > rows // 2:
+                # Most rows eligible (a seller with a few items): one masked pass for all such queries, below.
+                masked.append(group.positions)
+                continue
+            s, f = exact_over(queries[group.positions], base, group.eligible_rows(rows), fetch)
         elif group.excluded is not None and len(group.excluded) <= fetch:
             listed.append(group)
             stats.exclusion_list += len(group.positions)
@@ -131,6 +138,12 @@ def filtered_search(
         s = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(s, order, axis=1), -np.inf)
         f = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(f, order, axis=1), -1)
         scores[positions], found[positions] = _pad(s, f, fetch), _pad(f, f, fetch, fill=-1)
+    if masked:
+        positions = np.concatenate(masked)
+        s, f = masked_exact(
+            queries[positions], base, fetch, lambda start, stop: eligibility.mask(positions[start:stop]), positive_only=False
+        )
+        scores[positions], found[positions] = s, f
     # The fallback: HNSW (behind a selector, or over-fetched) can come back short of the eligible rows.
     for group in eligibility.groups():
         count = group.eligible_count(rows)

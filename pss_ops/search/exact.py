@@ -83,6 +83,15 @@ def exact_search(
     return out.scores, out.found, out.also
 
 
+def masked_exact(
+    queries: Matrix, rows: Matrix, fetch: int, mask: Callable[[int, int], np.ndarray] | None, *, positive_only: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best `fetch` rows by cosine in one pass over every row; mask(start, stop) says which are eligible."""
+    out = _Results.empty(queries.shape[0], fetch, 0)
+    _masked_top(queries, rows, fetch, positive_only, mask, np.full((queries.shape[0], 0), -1, np.int64), out)
+    return out.scores, out.found
+
+
 @dataclass
 class _Results:
     scores: np.ndarray
@@ -112,13 +121,15 @@ def _masked_top(
     take = min(fetch, n)
     if take == 0:
         return
-    transposed = rows.T.tocsr() if isinstance(rows, sparse.csr_matrix) else np.ascontiguousarray(rows.T)
+    # A dense transpose stays a view: BLAS reads it in place.
+    transposed = rows.T.tocsr() if isinstance(rows, sparse.csr_matrix) else rows.T
     chunk = max(1, SCORE_BLOCK // n)
     for start in range(0, queries.shape[0], chunk):
         stop = min(start + chunk, queries.shape[0])
         product = queries[start:stop] @ transposed
         # Unit rows: a float32 sum of products can pass 1 by rounding, and the cosine cannot.
-        block = np.clip(product.toarray() if sparse.issparse(product) else np.asarray(product), -1.0, 1.0).astype(np.float32, copy=False)
+        dense = product.toarray() if sparse.issparse(product) else product  # type: ignore[union-attr]
+        block = np.clip(np.asarray(dense), -1.0, 1.0).astype(np.float32, copy=False)
         wanted = also[start:stop]
         out.also[start:stop] = np.where(wanted >= 0, np.take_along_axis(block, np.maximum(wanted, 0), axis=1), np.nan)
         if positive_only:

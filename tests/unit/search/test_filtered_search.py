@@ -112,3 +112,17 @@ def test_lexical_filtered_search_equals_filtering_the_full_sparse_product(steppe
         listed = also[q] >= 0
         np.testing.assert_allclose(also_scores[q][listed], full[q, also[q][listed]], atol=1e-6)
         assert np.isnan(also_scores[q][~listed]).all()
+
+
+def test_dense_search_when_every_item_is_its_own_seller(catalog: tuple[pa.Table, np.ndarray]) -> None:
+    """Offers from many shops (WDC): one group per query, nearly every row eligible; one masked exact pass."""
+    table, vectors = catalog
+    own = table.set_column(table.schema.get_field_index("seller"), "seller", table.column("item_id"))
+    index = build_hnsw(vectors, m=16, ef_construction=80)
+    scores, rows, stats = filtered_search(index, vectors, FETCH, 128, 16, Eligibility(PostFilterConfig(different=("seller",)), own, own))
+    assert stats.exact == len(vectors) and stats.selector == stats.exclusion_list == stats.fallback == 0
+    exact = vectors @ vectors.T
+    np.fill_diagonal(exact, -np.inf)  # the only row a query's own seller holds is itself
+    want = -np.sort(-exact, axis=1)[:, :FETCH]
+    np.testing.assert_allclose(scores, want, atol=TIE)
+    assert not (rows == np.arange(len(vectors))[:, None]).any()
