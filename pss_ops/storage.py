@@ -187,7 +187,7 @@ def read_bytes(uri: str) -> bytes:
     return data
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes | memoryview) -> None:
     """Write atomically."""
     with _writing(uri) as out:
         out.write(data)

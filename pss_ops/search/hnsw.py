@@ -23,13 +23,18 @@ def search_hnsw(index: faiss.IndexHNSWFlat, queries: np.ndarray, k: int, ef_sear
 
 
 def write_index(uri: str, index: faiss.Index) -> None:
-    """Serialise an index to a file or object, atomically."""
-    storage.write_bytes(uri, faiss.serialize_index(index).tobytes())
+    """Serialise an index to a file or object, atomically (the serialised buffer written as it is, not copied)."""
+    storage.write_bytes(uri, faiss.serialize_index(index).data)
 
 
 def load_index(uri: str) -> faiss.IndexHNSWFlat:
-    """Deserialise an index written by write_index (faiss hands back the concrete HNSW class)."""
-    index = faiss.deserialize_index(np.frombuffer(storage.read_bytes(uri), dtype=np.uint8))
+    """Deserialise an index written by write_index (faiss hands back the concrete HNSW class).
+
+    A local file is read by faiss itself, so the index is never held twice (as bytes and as an index).
+    """
+    index = (
+        faiss.read_index(uri) if not storage.is_s3(uri) else faiss.deserialize_index(np.frombuffer(storage.read_bytes(uri), dtype=np.uint8))
+    )
     if not isinstance(index, faiss.IndexHNSWFlat):
         raise ValueError(f"{uri} holds a {type(index).__name__}, not the HNSW index build_index writes")
     return index

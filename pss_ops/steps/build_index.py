@@ -30,7 +30,9 @@ def build_index(ctx: RunContext, partition: IndexPartition) -> BuiltIndex:
             ids, vectors = read_vectors(piece.uri, piece.start, piece.stop)
             tables.append(ids)
             blocks.append(vectors)
-        vectors = np.vstack(blocks)
+        # One slice (the usual case) is used as read: a copy would hold the partition's vectors twice.
+        vectors = blocks[0] if len(blocks) == 1 else np.vstack(blocks)
+        del blocks
         index = build_hnsw(vectors, m=hnsw_m, ef_construction=ef_construction)
         calibration = None
         if ctx.config.index.tuning is not None:
