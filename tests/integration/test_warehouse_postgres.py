@@ -66,7 +66,8 @@ def make_batch(rows: list[tuple[str, str, str, int, float]], *, day: datetime.da
 
 
 def expected(rows: list[tuple[str, str, str, int, float]], day: datetime.date = DAY) -> list[tuple[Any, ...]]:
-    return sorted((APP, day, c, q, cand, rank, score, RUN) for c, q, cand, rank, score in rows)
+    # The batches carry no found_by / retriever_scores (nullable): they are published as NULL.
+    return sorted((APP, day, c, q, cand, rank, score, RUN, None, None) for c, q, cand, rank, score in rows)
 
 
 def read_rows(url: str, relation: str = "similar_items") -> list[tuple[Any, ...]]:
@@ -199,3 +200,38 @@ def test_concurrent_reader_sees_old_rows_until_commit(schema_url: tuple[str, str
 
     assert during == expected(HEADPHONES)
     assert read_rows(url) == expected(new_rows)
+
+
+def test_a_table_from_before_the_retriever_columns_gains_them_and_the_view_shows_them(schema_url: tuple[str, str]) -> None:
+    """PostgreSQL expands a view's * when it is created: after ALTER TABLE ADD COLUMN the view is recreated."""
+    _, url = schema_url
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE similar_items (application TEXT NOT NULL, snapshot_date DATE NOT NULL, category TEXT NOT NULL, "
+                "query_item_id TEXT NOT NULL, candidate_item_id TEXT NOT NULL, rank INTEGER NOT NULL, score DOUBLE PRECISION NOT NULL, "
+                "run_id TEXT NOT NULL, PRIMARY KEY (application, snapshot_date, category, query_item_id, rank))"
+            )
+            conn.exec_driver_sql("CREATE VIEW similar_items_latest AS SELECT s.* FROM similar_items s")
+            conn.exec_driver_sql("INSERT INTO similar_items VALUES ('old_app', '2024-04-01', 'headphones', 'a', 'b', 1, 0.5, 'run-old')")
+        batch = make_batch(HEADPHONES)
+        found_by = pa.array(["dense,lexical"] * batch.num_rows)
+        scores = pa.array([f'{{"dense": {r[4]}, "lexical": {r[4]}}}' for r in HEADPHONES])
+        publish(url, ["headphones"], batch.append_column("found_by", found_by).append_column("retriever_scores", scores))
+        with engine.connect() as conn:
+            view_columns = list(conn.exec_driver_sql("SELECT * FROM similar_items_latest LIMIT 0").keys())
+            lexical = (
+                conn.exec_driver_sql(
+                    "SELECT (retriever_scores::jsonb ->> 'lexical')::float FROM similar_items "
+                    "WHERE application = %(app)s ORDER BY query_item_id, rank",
+                    {"app": APP},
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    assert view_columns == list(SIMILAR_ITEMS_COLUMNS)
+    assert ("old_app", datetime.date(2024, 4, 1), "headphones", "a", "b", 1, 0.5, "run-old", None, None) in read_rows(url)
+    assert sorted(lexical) == sorted(r[4] for r in HEADPHONES)

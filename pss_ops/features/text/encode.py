@@ -9,10 +9,8 @@ Runtime and thread count are settings of the machine, not of the model, so they 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +18,7 @@ from pss_ops.config import TEXT_MODELS
 from pss_ops.features.normalise import l2_normalise
 from pss_ops.features.text.model import load_text_model, load_tokenizer
 from pss_ops.features.text.onnx import onnx_session
+from pss_ops.resources import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +31,7 @@ def default_threads() -> int:
     """Intra-op threads: PSS_EMBED_THREADS if set, else the CPUs this process may use (affinity and cgroup quota)."""
     if os.environ.get(THREADS_ENV):
         return max(1, int(os.environ[THREADS_ENV]))
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    # A container limited by a CPU quota still sees every host CPU; more threads than the quota only contend.
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
+    return usable_cpus()
 
 
 def default_runtime(device: str) -> str:
