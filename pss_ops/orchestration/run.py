@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import secrets
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from pss_ops import layout, storage
 from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
+from pss_ops.features.text.encode import release_text_models
 from pss_ops.manifests import RunContext
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.embed import embed_partition
@@ -92,6 +94,9 @@ def run_pipeline(
         embedded = stage("embed", list(catalog_plan.partitions), lambda p: embed_partition(ctx, p, cache))
     finally:
         cache.close()
+    # The rest of the run is search: the text model's memory goes back before the indexes are built.
+    release_text_models()
+    gc.collect()
     index_plan = stage("plan_index", [None], lambda _: plan_index(ctx, catalog_plan))[0]
     stage("build_index", list(index_plan.partitions), lambda p: build_index(ctx, p))
     queried = stage("query", embedded, lambda p: query_partition(ctx, p, index_plan))

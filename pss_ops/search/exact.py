@@ -125,22 +125,29 @@ def _masked_top(
         return
     # A dense transpose stays a view: BLAS reads it in place.
     transposed = rows.T.tocsr() if isinstance(rows, sparse.csr_matrix) else rows.T
-    chunk = max(1, SCORE_BLOCK // n)
+    starts = range(0, queries.shape[0], max(1, SCORE_BLOCK // n))
+    workers = min(usable_cpus(), len(starts))
+    # SCORE_BLOCK is what all threads hold at once, so a thread's chunk is its share.
+    chunk = max(1, SCORE_BLOCK // (n * max(workers, 1)))
+    starts = range(0, queries.shape[0], chunk)
 
     def one_chunk(start: int) -> None:
         stop = min(start + chunk, queries.shape[0])
         product = queries[start:stop] @ transposed
         dense = product.toarray() if sparse.issparse(product) else product  # type: ignore[union-attr]
-        # Unit rows: a float32 sum of products can pass 1 by rounding, and the cosine cannot.
-        block = np.clip(np.asarray(dense), -1.0, 1.0).astype(np.float32, copy=False)
+        del product
+        # Unit rows: a float32 sum of products can pass 1 by rounding, and the cosine cannot. In place: no copies.
+        block = np.asarray(dense, dtype=np.float32)
+        np.clip(block, -1.0, 1.0, out=block)
         wanted = also[start:stop]
         out.also[start:stop] = np.where(wanted >= 0, np.take_along_axis(block, np.maximum(wanted, 0), axis=1), np.nan)
         if positive_only:
             block[block <= 0] = -np.inf
         if mask is not None:
             block[~mask(start, stop)] = -np.inf
-        top = np.argpartition(-block, take - 1, axis=1)[:, :take] if take < n else np.tile(np.arange(n), (stop - start, 1))
-        top_scores = np.take_along_axis(block, top, axis=1)
+        np.negative(block, out=block)  # argpartition finds the smallest: negate in place rather than copy
+        top = np.argpartition(block, take - 1, axis=1)[:, :take] if take < n else np.tile(np.arange(n), (stop - start, 1))
+        top_scores = -np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         top_scores = np.take_along_axis(top_scores, order, axis=1)
         top = np.take_along_axis(top, order, axis=1)
@@ -148,9 +155,7 @@ def _masked_top(
         out.found[start:stop, :take] = np.where(np.isfinite(top_scores), top, -1)
 
     # Chunks write disjoint rows of `out`; scipy's sparse product and numpy's sort release the GIL, so threads
-    # run them in parallel (2.4x on 2 cores for TF-IDF rows), each holding one block.
-    starts = range(0, queries.shape[0], chunk)
-    workers = min(usable_cpus(), len(starts))
+    # run them in parallel (2.4x on 2 cores for TF-IDF rows).
     if workers <= 1:
         for start in starts:
             one_chunk(start)

@@ -101,3 +101,9 @@ def encode_texts(
             hidden = transformer(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=torch.from_numpy(mask).to(device))
             out[rows] = mean_pool(hidden.last_hidden_state.float().cpu().numpy(), mask)
     return out
+
+
+def release_text_models() -> None:
+    """Drop the loaded text models (ONNX sessions, torch modules): a process past its embed step needs them no more."""
+    onnx_session.cache_clear()
+    load_text_model.cache_clear()
