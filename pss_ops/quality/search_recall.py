@@ -45,14 +45,20 @@ def exact_topk(
         for part in partitions:
             ids, vectors = read_vectors(part.uri)
             scores = queries @ vectors.T
-            if rules is not None and query_rows is not None:
-                scores = np.where(allowed_pairs(rules, query_rows, ids, scores), scores, EXCLUDED)
-            take = min(k, scores.shape[1])
-            top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-            yield np.take_along_axis(scores, top, axis=1).astype(np.float32), top + offset
+            allowed = allowed_pairs(rules, query_rows, ids, scores) if rules is not None and query_rows is not None else None
+            yield _partition_top(scores, allowed, k, offset)
             offset += part.rows
 
     return merge_topk(per_partition(), len(queries), k)
+
+
+def _partition_top(scores: np.ndarray, allowed: np.ndarray | None, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """One partition's top-k (scores, scope rows) for merge_topk; pairs not allowed score EXCLUDED."""
+    if allowed is not None:
+        scores = np.where(allowed, scores, EXCLUDED)
+    take = min(k, scores.shape[1])
+    top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    return np.take_along_axis(scores, top, axis=1).astype(np.float32), top + offset
 
 
 def _hits(found: dict[str, np.ndarray], item_ids: np.ndarray, exact: np.ndarray) -> tuple[int, int]:
@@ -63,13 +69,16 @@ def _hits(found: dict[str, np.ndarray], item_ids: np.ndarray, exact: np.ndarray)
     )
 
 
-def _scores_by_query(uri: str, item_ids: np.ndarray, retriever: str, k: int) -> dict[str, np.ndarray]:
-    """The sampled queries' k best scores from one retriever in a query output: the rows it found, by its own cosine."""
-    table = storage.read_parquet(uri, columns=["query_item_id", score_column(retriever), found_column(retriever)])
-    wanted = pc.and_(
-        pc.is_in(table.column("query_item_id"), value_set=pa.array(item_ids.tolist(), pa.string())), table.column(found_column(retriever))
-    )
-    table = table.filter(wanted)
+def _sampled_rows(uri: str, item_ids: np.ndarray, retrievers: list[str]) -> pa.Table:
+    """The sampled queries' rows of a query output, with every retriever's score and flag: the file is read once."""
+    columns = ["query_item_id", *(c for name in retrievers for c in (score_column(name), found_column(name)))]
+    table = storage.read_parquet(uri, columns=columns)
+    return table.filter(pc.is_in(table.column("query_item_id"), value_set=pa.array(item_ids.tolist(), pa.string())))
+
+
+def _scores_by_query(table: pa.Table, retriever: str, k: int) -> dict[str, np.ndarray]:
+    """Each sampled query's k best scores from one retriever: the rows it found, by its own cosine."""
+    table = table.filter(table.column(found_column(retriever)))
     found: dict[str, list[float]] = {}
     for item, score in zip(table.column("query_item_id").to_pylist(), table.column(score_column(retriever)).to_pylist()):
         found.setdefault(item, []).append(score)
@@ -90,10 +99,7 @@ def exact_retriever_topk(
             allowed = allowed_pairs(rules, query_rows, ids, scores)
             if isinstance(retriever, LexicalRetriever):
                 allowed &= scores > 0  # no shared term, no lexical candidate
-            scores = np.where(allowed, scores, EXCLUDED)
-            take = min(k, scores.shape[1])
-            top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-            yield np.take_along_axis(scores, top, axis=1).astype(np.float32), top + offset
+            yield _partition_top(scores, allowed, k, offset)
             offset += part.rows
 
     return merge_topk(per_partition(), queries.shape[0], k)[0]
@@ -138,8 +144,9 @@ def sampled_recall(
                 vocabulary = index_plan.for_scope(scope)[0].lexical_idf.get(retriever.name)
                 queries = query_matrix(retriever, part.retriever_inputs[retriever.name], vocabulary)[local]
                 exact[retriever.name] = exact_retriever_topk(queries, rows, scope_built, retriever, rules, k)
+            sampled = _sampled_rows(queried_by_name[part.name].uri, item_ids, names)
             for name in names:
-                found = _scores_by_query(queried_by_name[part.name].uri, item_ids, name, k)
+                found = _scores_by_query(sampled, name, k)
                 hit, want = _hits(found, item_ids, exact[name])
                 counts[name] = [counts[name][0] + hit, counts[name][1] + want]
     by_retriever = {name: round(hit / want, 5) if want else float("nan") for name, (hit, want) in counts.items()}

@@ -102,7 +102,8 @@ def filtered_search(
     hnsw_cost = max(ef_search, fetch) * 2 * hnsw_m  # the base layer links 2M neighbours
     listed: list[QueryGroup] = []
     masked: list[np.ndarray] = []
-    for group in eligibility.groups():
+    groups = list(eligibility.groups())
+    for group in groups:
         count = group.eligible_count(rows)
         if count == 0:
             stats.without_candidates.update(group.positions.tolist())
@@ -145,7 +146,7 @@ def filtered_search(
         )
         scores[positions], found[positions] = s, f
     # The fallback: HNSW (behind a selector, or over-fetched) can come back short of the eligible rows.
-    for group in eligibility.groups():
+    for group in groups:
         count = group.eligible_count(rows)
         if count == 0:
             continue

@@ -125,10 +125,9 @@ def _masked_top(
         return
     # A dense transpose stays a view: BLAS reads it in place.
     transposed = rows.T.tocsr() if isinstance(rows, sparse.csr_matrix) else rows.T
-    starts = range(0, queries.shape[0], max(1, SCORE_BLOCK // n))
-    workers = min(usable_cpus(), len(starts))
     # SCORE_BLOCK is what all threads hold at once, so a thread's chunk is its share.
-    chunk = max(1, SCORE_BLOCK // (n * max(workers, 1)))
+    workers = usable_cpus()
+    chunk = max(1, SCORE_BLOCK // (n * workers))
     starts = range(0, queries.shape[0], chunk)
 
     def one_chunk(start: int) -> None:
@@ -156,11 +155,11 @@ def _masked_top(
 
     # Chunks write disjoint rows of `out`; scipy's sparse product and numpy's sort release the GIL, so threads
     # run them in parallel (2.4x on 2 cores for TF-IDF rows).
-    if workers <= 1:
+    if workers == 1 or len(starts) == 1:
         for start in starts:
             one_chunk(start)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=min(workers, len(starts))) as pool:
         for _ in pool.map(one_chunk, starts):
             pass
 
