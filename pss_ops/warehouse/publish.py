@@ -1,4 +1,4 @@
-"""Publish similar-item results to the warehouse table in one transaction (SQLite or PostgreSQL)."""
+"""Publish a run's similar items and duplicate groups to the warehouse in one transaction (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ import sqlalchemy as sa
 
 from pss_ops.warehouse.schema import (
     DIALECTS,
+    GROUPS_TABLE_NAME,
     TABLE_NAME,
+    TABLE_NAMES,
     VIEW_NAME,
+    arrow_schema,
     column_names,
     columns,
     sa_table,
@@ -31,11 +34,12 @@ from pss_ops.warehouse.schema import (
 
 log = logging.getLogger(__name__)
 
-SIMILAR_ITEMS_COLUMNS = column_names()
+SIMILAR_ITEMS_COLUMNS = column_names(TABLE_NAME)
+DUPLICATE_GROUPS_COLUMNS = column_names(GROUPS_TABLE_NAME)
+# A publish replaces the rows of one application, snapshot date and set of categories in every table.
+SLICE_COLUMNS = ("application", "snapshot_date", "category")
 # Arbitrary fixed key: every PSS publisher takes the same advisory lock while creating the schema.
 _SCHEMA_LOCK_KEY = 0x505353_5748  # "PSS" "WH"
-_COPY_SQL = f"COPY {TABLE_NAME} ({', '.join(SIMILAR_ITEMS_COLUMNS)}) FROM STDIN"
-_INSERT_SQL = f"INSERT INTO {TABLE_NAME} ({', '.join(SIMILAR_ITEMS_COLUMNS)}) VALUES ({', '.join('?' * len(SIMILAR_ITEMS_COLUMNS))})"
 SQLITE_CACHE_KIB = 256 << 10
 # A publish of at least this many rows, and at least 1/SQLITE_REINDEX_RATIO of the rows kept, rebuilds the
 # SQLite secondary indexes instead of inserting into them (measured: 25 s vs 12 s for 1M rows).
@@ -45,12 +49,15 @@ SQLITE_REINDEX_RATIO = 3
 
 @dataclass(frozen=True)
 class PublishStats:
-    """What one publish_similar_items call did."""
+    """What one publish_similar_items call did: rows replaced in similar_items (table) and in duplicate_groups."""
 
     table: str
     rows_deleted: int
     categories: tuple[str, ...]
     seconds: float
+    rows_inserted: int
+    group_rows_deleted: int
+    group_rows_inserted: int
 
 
 def default_warehouse_url(out_dir: str) -> str:
@@ -71,71 +78,87 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+def _add_missing_columns(conn: sa.Connection, inspector: sa.Inspector, table: str) -> list[str]:
+    """Add the nullable columns the DDL has gained since an existing table was created; old rows read NULL there."""
+    present = {c["name"] for c in inspector.get_columns(table)}
+    added = [c for c in columns(table) if c.name not in present]
+    for column in added:
+        if not column.nullable:
+            raise ValueError(f"warehouse table {table} lacks the NOT NULL column {column.name}; migrate it by hand")
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.sql_type}")
+    if added:
+        log.info("added columns %s to %s", [c.name for c in added], table)
+    return [c.name for c in added]
+
+
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the similar_items table, its index and the latest-snapshot view if missing."""
+    """Create the warehouse tables, their indexes and the latest-snapshot view if missing; add columns the DDL gained."""
     dialect = engine.dialect.name
     if dialect not in DIALECTS:
         raise ValueError(f"unsupported warehouse dialect {dialect!r}; expected one of {DIALECTS}")
-    script = [*statements(table_ddl()), view_ddl(dialect)]
+    created = []
     with engine.begin() as conn:
         if dialect == "postgresql":
             # CREATE ... IF NOT EXISTS is not race-free when parallel publishers start on an empty schema.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         inspector = sa.inspect(conn)
-        if inspector.has_table(TABLE_NAME) and inspector.has_table(VIEW_NAME):
+        for table in TABLE_NAMES:
             # Re-running the DDL would lock (CREATE INDEX takes SHARE, CREATE OR REPLACE VIEW ACCESS EXCLUSIVE)
-            # and queue behind open publishes and long readers, so an existing schema is left alone, unless
-            # it predates columns the DDL has added since (nullable, so old rows stay valid).
-            present = {c["name"] for c in inspector.get_columns(TABLE_NAME)}
-            added = [c for c in columns() if c.name not in present]
-            for column in added:
-                if not column.nullable:
-                    raise ValueError(f"warehouse table {TABLE_NAME} lacks the NOT NULL column {column.name}; migrate it by hand")
-                conn.exec_driver_sql(f"ALTER TABLE {TABLE_NAME} ADD COLUMN {column.name} {column.sql_type}")
-            if added:
-                # PostgreSQL expands the view's * when it is created: recreate it to show the new columns.
+            # and queue behind open publishes and long readers, so an existing table is left alone, unless
+            # it predates columns the DDL has added since (nullable, so old rows stay valid) or lacks its view.
+            exists = inspector.has_table(table)
+            view_missing = table == TABLE_NAME and not inspector.has_table(VIEW_NAME)
+            added = _add_missing_columns(conn, inspector, table) if exists else []
+            if not exists or view_missing:
+                for statement in statements(table_ddl(table)):
+                    conn.exec_driver_sql(statement)
+                created.append(table)
+            if table == TABLE_NAME and (not exists or view_missing or added):
+                # PostgreSQL expands the view's * when it is created: recreate it to show new columns.
                 conn.exec_driver_sql(view_ddl(dialect))
-                log.info("added columns %s to %s", [c.name for c in added], TABLE_NAME)
-            return
-        for statement in script:
-            conn.exec_driver_sql(statement)
-    log.info("ensured warehouse schema (%s, %s) on %s", TABLE_NAME, VIEW_NAME, dialect)
+    if created:
+        log.info("ensured warehouse schema (%s) on %s", ", ".join(created), dialect)
 
 
 def _checked_rows(
     batch: pa.RecordBatch | pa.Table,
+    names: tuple[str, ...],
     application: str,
     snapshot_date: datetime.date,
     categories: frozenset[str],
+    day_value: Any,
 ) -> list[tuple[Any, ...]]:
-    """Rows of one batch in SIMILAR_ITEMS_COLUMNS order, each verified to belong to this publish."""
+    """Rows of one batch in the order of names (snapshot_date as day_value), each verified to belong to this publish."""
+    at = {name: names.index(name) for name in SLICE_COLUMNS}
     rows: list[tuple[Any, ...]] = []
-    for values in zip(*(batch.column(name).to_pylist() for name in SIMILAR_ITEMS_COLUMNS)):
+    for values in zip(*(batch.column(name).to_pylist() for name in names)):
         row = list(values)
-        if isinstance(row[1], str):
+        day = row[at["snapshot_date"]]
+        if isinstance(day, str):
             try:
-                row[1] = datetime.date.fromisoformat(row[1])
+                day = datetime.date.fromisoformat(day)
             except ValueError:
                 pass  # left as a string, so the snapshot_date check below reports it
         checks = (
-            ("application", row[0] == application),
-            ("snapshot_date", type(row[1]) is datetime.date and row[1] == snapshot_date),
-            ("category", row[2] in categories),
+            ("application", row[at["application"]] == application),
+            ("snapshot_date", type(day) is datetime.date and day == snapshot_date),
+            ("category", row[at["category"]] in categories),
         )
         for column, ok in checks:
             if not ok:
-                value = values[SIMILAR_ITEMS_COLUMNS.index(column)]
                 raise ValueError(
-                    f"{column}={value!r} is outside this publish (application={application!r}, "
+                    f"{column}={values[at[column]]!r} is outside this publish (application={application!r}, "
                     f"snapshot_date={snapshot_date.isoformat()}, categories={sorted(categories)}); "
-                    f"row: {dict(zip(SIMILAR_ITEMS_COLUMNS, values))}"
+                    f"row: {dict(zip(names, values))}"
                 )
+        row[at["snapshot_date"]] = day_value
         rows.append(tuple(row))
     return rows
 
 
 def _fast_rows(
     batch: pa.RecordBatch | pa.Table,
+    names: tuple[str, ...],
     application: str,
     snapshot_date: datetime.date,
     categories: frozenset[str],
@@ -155,18 +178,14 @@ def _fast_rows(
     )
     if batch.num_rows and not pc.all(pc.fill_null(ok, False)).as_py():
         return None
-    columns = [batch.column(name).to_pylist() if name != "snapshot_date" else None for name in SIMILAR_ITEMS_COLUMNS]
-    columns[1] = itertools.repeat(day_value, batch.num_rows)
-    return zip(*columns)
-
-
-def _with_nulls(batch: pa.RecordBatch | pa.Table, names: list[str]) -> pa.RecordBatch | pa.Table:
-    for name in names:
-        batch = batch.append_column(name, pa.nulls(batch.num_rows, pa.string()))
-    return batch
+    values: list[Iterable[Any]] = [
+        batch.column(name).to_pylist() if name != "snapshot_date" else itertools.repeat(day_value, batch.num_rows) for name in names
+    ]
+    return zip(*values)
 
 
 def _rows(
+    table: str,
     batch: pa.RecordBatch | pa.Table,
     application: str,
     snapshot_date: datetime.date,
@@ -174,36 +193,40 @@ def _rows(
     dialect: str,
 ) -> tuple[Iterable[tuple[Any, ...]], int]:
     """Rows to insert and their count; a batch failing the column-wise check is re-checked row by row to name the row."""
-    # A nullable column a batch lacks (files written before it existed) is published as NULL.
-    optional = [c.name for c in columns() if c.nullable and c.name not in batch.schema.names]
-    batch = _with_nulls(batch, optional)
-    missing = [name for name in SIMILAR_ITEMS_COLUMNS if name not in batch.schema.names]
+    names = column_names(table)
+    # A nullable column a batch lacks (files written before it existed, a run without a matcher) is published as NULL.
+    shape = arrow_schema(table)
+    for column in columns(table):
+        if column.nullable and column.name not in batch.schema.names:
+            batch = batch.append_column(column.name, pa.nulls(batch.num_rows, shape.field(column.name).type))
+    missing = [name for name in names if name not in batch.schema.names]
     if missing:
-        raise ValueError(f"batch is missing column(s) {', '.join(missing)}; expected {', '.join(SIMILAR_ITEMS_COLUMNS)}")
+        raise ValueError(f"{table} batch is missing column(s) {', '.join(missing)}; expected {', '.join(names)}")
     # SQLAlchemy stores a SQLite DATE as ISO text; the rows bypass it, so they carry that text.
     day_value = snapshot_date.isoformat() if dialect == "sqlite" else snapshot_date
-    fast = _fast_rows(batch, application, snapshot_date, categories, day_value)
+    fast = _fast_rows(batch, names, application, snapshot_date, categories, day_value)
     if fast is not None:
         return fast, batch.num_rows
-    rows = [(r[0], day_value, *r[2:]) for r in _checked_rows(batch, application, snapshot_date, categories)]
+    rows = _checked_rows(batch, names, application, snapshot_date, categories, day_value)
     return rows, len(rows)
 
 
-def _write_rows(conn: sa.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+def _write_rows(conn: sa.Connection, table: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    names = column_names(table)
     driver_conn = conn.connection.driver_connection
     assert driver_conn is not None, "a live SQLAlchemy connection always has a DBAPI connection"
     # Same session as the SQLAlchemy connection, hence inside the transaction that ran the DELETE.
     if conn.dialect.name == "postgresql":
-        with driver_conn.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
+        with driver_conn.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
     else:
         # Plain executemany: SQLAlchemy's per-row parameter compilation cost more than the insert.
-        driver_conn.executemany(_INSERT_SQL, rows)
+        driver_conn.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows)
 
 
-def _rebuild_indexes_after(conn: sa.Connection, expected_rows: int | None) -> list[tuple[str, str]]:
-    """On SQLite, drop the secondary indexes when a large publish outweighs the rows already kept.
+def _rebuild_indexes_after(conn: sa.Connection, table: str, expected_rows: int | None) -> list[tuple[str, str]]:
+    """On SQLite, drop the table's secondary indexes when a large publish outweighs the rows already kept.
 
     Inserting into the candidate index in random order costs several times more than building it
     sorted, once the publish is a good share of the table. DDL is transactional in SQLite, so
@@ -211,13 +234,42 @@ def _rebuild_indexes_after(conn: sa.Connection, expected_rows: int | None) -> li
     """
     if conn.dialect.name != "sqlite" or expected_rows is None or expected_rows < SQLITE_REINDEX_MIN_ROWS:
         return []
-    kept = conn.execute(sa.select(sa.func.count()).select_from(sa_table())).scalar_one()
+    kept = conn.execute(sa.select(sa.func.count()).select_from(sa_table(table))).scalar_one()
     if kept > SQLITE_REINDEX_RATIO * expected_rows:
         return []
-    indexes = secondary_indexes()
+    indexes = secondary_indexes(table)
     for name, _ in indexes:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
     return indexes
+
+
+def _replace_slice(
+    conn: sa.Connection,
+    table: str,
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    application: str,
+    snapshot_date: datetime.date,
+    categories: tuple[str, ...],
+    expected_rows: int | None = None,
+) -> tuple[int, int]:
+    """Delete the table's slice and insert the batches' rows in its place, in conn's transaction: (deleted, inserted)."""
+    target = sa_table(table)
+    deleted = conn.execute(
+        sa.delete(target).where(
+            target.c.application == application,
+            target.c.snapshot_date == snapshot_date,
+            target.c.category.in_(categories),
+        )
+    ).rowcount
+    rebuild = _rebuild_indexes_after(conn, table, expected_rows)
+    inserted, allowed = 0, frozenset(categories)
+    for batch in batches:
+        rows, count = _rows(table, batch, application, snapshot_date, allowed, conn.dialect.name)
+        _write_rows(conn, table, rows)
+        inserted += count
+    for _, create in rebuild:
+        conn.exec_driver_sql(create)
+    return deleted, inserted
 
 
 def publish_similar_items(
@@ -228,54 +280,58 @@ def publish_similar_items(
     categories: Sequence[str],
     batches: Iterable[pa.RecordBatch | pa.Table],
     expected_rows: int | None = None,
+    group_batches: Iterable[pa.RecordBatch | pa.Table] = (),
 ) -> PublishStats:
-    """Atomically replace the (application, snapshot_date, categories) slice of similar_items with batches.
+    """Atomically replace the (application, snapshot_date, categories) slice of similar_items and of duplicate_groups.
 
-    expected_rows (how many rows the batches hold, when known) lets SQLite bulk-load a large publish.
+    batches hold similar_items rows, group_batches duplicate_groups rows (arrow_schema(GROUPS_TABLE_NAME)).
+    No group batches, as from a run without a matcher, leave that slice of duplicate_groups empty. Both
+    tables change in one transaction: a failure anywhere leaves both as they were. expected_rows (how many
+    rows the batches hold, when known) lets SQLite bulk-load a large publish.
     """
     if isinstance(categories, str) or not categories:
         raise ValueError(f"categories must be a non-empty sequence of category names, got {categories!r}")
     if type(snapshot_date) is not datetime.date:
         raise ValueError(f"snapshot_date must be a datetime.date, got {snapshot_date!r}")
+    for name, given in (("batches", batches), ("group_batches", group_batches)):
+        if isinstance(given, pa.Table | pa.RecordBatch):
+            raise TypeError(f"{name} must be an iterable of tables or record batches, not one {type(given).__name__}")
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise ValueError(f"PostgreSQL warehouse URLs must use the psycopg driver (postgresql+psycopg://), got {redact_url(url)}")
     wanted = tuple(dict.fromkeys(categories))
     started = time.perf_counter()
     engine = sa.create_engine(parsed)
-    table = sa_table()
     try:
         ensure_schema(engine)
-        inserted, allowed = 0, frozenset(wanted)
         with engine.begin() as conn:
-            deleted = conn.execute(
-                sa.delete(table).where(
-                    table.c.application == application,
-                    table.c.snapshot_date == snapshot_date,
-                    table.c.category.in_(wanted),
-                )
-            ).rowcount
             if conn.dialect.name == "sqlite":
                 # A bigger page cache keeps the B-tree inserts of a large publish off the disk until commit.
                 conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            rebuild = _rebuild_indexes_after(conn, expected_rows)
-            for batch in batches:
-                rows, count = _rows(batch, application, snapshot_date, allowed, conn.dialect.name)
-                _write_rows(conn, rows)
-                inserted += count
-            for _, create in rebuild:
-                conn.exec_driver_sql(create)
+            deleted, inserted = _replace_slice(conn, TABLE_NAME, batches, application, snapshot_date, wanted, expected_rows)
+            group_deleted, group_inserted = _replace_slice(conn, GROUPS_TABLE_NAME, group_batches, application, snapshot_date, wanted)
     finally:
         engine.dispose()
-    stats = PublishStats(TABLE_NAME, deleted, wanted, time.perf_counter() - started)
+    stats = PublishStats(
+        table=TABLE_NAME,
+        rows_deleted=deleted,
+        categories=wanted,
+        seconds=time.perf_counter() - started,
+        rows_inserted=inserted,
+        group_rows_deleted=group_deleted,
+        group_rows_inserted=group_inserted,
+    )
     log.info(
-        "published %s: application=%s snapshot_date=%s categories=%s deleted=%d inserted=%d in %.2fs to %s",
+        "published %s and %s: application=%s snapshot_date=%s categories=%s deleted=%d+%d inserted=%d+%d in %.2fs to %s",
         TABLE_NAME,
+        GROUPS_TABLE_NAME,
         application,
         snapshot_date.isoformat(),
         ",".join(wanted),
         deleted,
+        group_deleted,
         inserted,
+        group_inserted,
         stats.seconds,
         redact_url(url),
     )

@@ -1,8 +1,9 @@
-"""The one shape of the similar_items table: parsed from its DDL file, everything else derived from it.
+"""The one shape of each warehouse table: parsed from its DDL file, everything else derived from it.
 
-`sql/similar_items.sql` is what users read and what creates the table, so it is the source. The column
-names, the SQLAlchemy table the publish's statements are built from, and the Parquet schema of
-`similar_items.parquet` all come from parsing it here.
+`sql/<table>.sql` is what users read and what creates the table, so it is the source. The column names,
+the SQLAlchemy table the publish's statements are built from, the Arrow/Parquet schema of its rows and
+its secondary indexes all come from parsing it here. Every function takes the table's name and defaults
+to similar_items, the main result; duplicate_groups (GROUPS_TABLE_NAME) is the other.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 TABLE_NAME = "similar_items"
+GROUPS_TABLE_NAME = "duplicate_groups"
+# Every table PSS publishes, in the order the schema is created and each publish writes them.
+TABLE_NAMES = (TABLE_NAME, GROUPS_TABLE_NAME)
 VIEW_NAME = "similar_items_latest"
 DIALECTS = ("postgresql", "sqlite")
 # How each view is (re)created: PostgreSQL has no CREATE VIEW IF NOT EXISTS, SQLite no CREATE OR REPLACE VIEW.
@@ -57,9 +61,11 @@ def statements(script: str) -> list[str]:
     return [stmt.strip() for stmt in uncommented.split(";") if stmt.strip()]
 
 
-def table_ddl() -> str:
-    """The CREATE TABLE and CREATE INDEX script of similar_items."""
-    return read_sql(f"{TABLE_NAME}.sql")
+def table_ddl(table: str = TABLE_NAME) -> str:
+    """The CREATE TABLE and CREATE INDEX script of a table."""
+    if table not in TABLE_NAMES:
+        raise ValueError(f"unknown warehouse table {table!r}; expected one of {TABLE_NAMES}")
+    return read_sql(f"{table}.sql")
 
 
 def view_ddl(dialect: str) -> str:
@@ -71,55 +77,59 @@ def view_ddl(dialect: str) -> str:
 
 
 @cache
-def columns() -> tuple[Column, ...]:
+def columns(table: str = TABLE_NAME) -> tuple[Column, ...]:
     """The table's columns in DDL order, with types, nullability and primary-key membership."""
-    create = next(s for s in statements(table_ddl()) if re.match(rf"CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?{TABLE_NAME}\b", s, re.I))
+    create = next(
+        (s for s in statements(table_ddl(table)) if re.match(rf"CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?{table}\b", s, re.I)), None
+    )
+    if create is None:
+        raise ValueError(f"{table}.sql creates no table {table}")
     body = create[create.index("(") + 1 : create.rindex(")")]
     key = re.search(r"PRIMARY\s+KEY\s*\(([^)]*)\)", body, re.I)
     if key is None:
-        raise ValueError(f"{TABLE_NAME}.sql declares no primary key")
+        raise ValueError(f"{table}.sql declares no primary key")
     key_columns = {name.strip() for name in key.group(1).split(",")}
     found = []
     for line in filter(str.strip, re.split(r",\s*\n", body[: key.start()])):
         match = re.fullmatch(r"\s*(\w+)\s+([A-Z ]+?)(\s+NOT\s+NULL)?\s*,?\s*", line, re.I)
         if match is None:
-            raise ValueError(f"{TABLE_NAME}.sql: cannot read the column declaration {line.strip()!r}")
+            raise ValueError(f"{table}.sql: cannot read the column declaration {line.strip()!r}")
         name, sql_type = match.group(1), " ".join(match.group(2).upper().split())
         if sql_type not in _TYPES:
-            raise ValueError(f"{TABLE_NAME}.sql: column {name} has type {sql_type}; supported: {', '.join(_TYPES)}")
+            raise ValueError(f"{table}.sql: column {name} has type {sql_type}; supported: {', '.join(_TYPES)}")
         found.append(Column(name, sql_type, nullable=match.group(3) is None, primary_key=name in key_columns))
     return tuple(found)
 
 
-def column_names() -> tuple[str, ...]:
+def column_names(table: str = TABLE_NAME) -> tuple[str, ...]:
     """The table's column names in DDL order: the order of every row PSS writes."""
-    return tuple(c.name for c in columns())
+    return tuple(c.name for c in columns(table))
 
 
 @cache
-def sa_table() -> sa.Table:
+def sa_table(table: str = TABLE_NAME) -> sa.Table:
     """The table as SQLAlchemy sees it, to build statements from (the DDL file creates it)."""
     return sa.Table(
-        TABLE_NAME,
+        table,
         sa.MetaData(),
-        *(sa.Column(c.name, _TYPES[c.sql_type][0], primary_key=c.primary_key, nullable=c.nullable) for c in columns()),
+        *(sa.Column(c.name, _TYPES[c.sql_type][0], primary_key=c.primary_key, nullable=c.nullable) for c in columns(table)),
     )
 
 
 @cache
-def arrow_schema() -> pa.Schema:
-    """The Parquet/Arrow schema of the table's rows (similar_items.parquet, the post-filter's output)."""
+def arrow_schema(table: str = TABLE_NAME) -> pa.Schema:
+    """The Parquet/Arrow schema of the table's rows (similar_items: similar_items.parquet, the post-filter's output)."""
     import pyarrow as pa
 
     # Fields stay nullable, as Arrow builds them: NOT NULL is the warehouse's to enforce, and a cast to a
     # non-nullable field would add nothing but a schema that differs from the arrays written into it.
-    return pa.schema([(c.name, getattr(pa, _TYPES[c.sql_type][1])()) for c in columns()])
+    return pa.schema([(c.name, getattr(pa, _TYPES[c.sql_type][1])()) for c in columns(table)])
 
 
-def secondary_indexes() -> list[tuple[str, str]]:
+def secondary_indexes(table: str = TABLE_NAME) -> list[tuple[str, str]]:
     """(name, CREATE INDEX statement) of the table's secondary indexes, from the DDL."""
     found = []
-    for statement in statements(table_ddl()):
+    for statement in statements(table_ddl(table)):
         match = re.match(r"CREATE\s+INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", statement, re.IGNORECASE)
         if match:
             found.append((match.group(1), statement))

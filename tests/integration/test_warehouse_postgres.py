@@ -14,7 +14,14 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from pss_ops.warehouse.publish import SIMILAR_ITEMS_COLUMNS, PublishStats, publish_similar_items
+from pss_ops.warehouse.publish import (
+    DUPLICATE_GROUPS_COLUMNS,
+    SIMILAR_ITEMS_COLUMNS,
+    PublishStats,
+    ensure_schema,
+    publish_similar_items,
+)
+from pss_ops.warehouse.schema import GROUPS_TABLE_NAME, arrow_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -66,8 +73,8 @@ def make_batch(rows: list[tuple[str, str, str, int, float]], *, day: datetime.da
 
 
 def expected(rows: list[tuple[str, str, str, int, float]], day: datetime.date = DAY) -> list[tuple[Any, ...]]:
-    # The batches carry no found_by / retriever_scores (nullable): they are published as NULL.
-    return sorted((APP, day, c, q, cand, rank, score, RUN, None, None) for c, q, cand, rank, score in rows)
+    # The batches carry no found_by / retriever_scores / match_probability (nullable): they are published as NULL.
+    return sorted((APP, day, c, q, cand, rank, score, RUN, None, None, None) for c, q, cand, rank, score in rows)
 
 
 def read_rows(url: str, relation: str = "similar_items") -> list[tuple[Any, ...]]:
@@ -83,8 +90,51 @@ def read_rows(url: str, relation: str = "similar_items") -> list[tuple[Any, ...]
         engine.dispose()
 
 
-def publish(url: str, categories: list[str], *batches: pa.RecordBatch, day: datetime.date = DAY) -> PublishStats:
-    return publish_similar_items(url, application=APP, snapshot_date=day, categories=categories, batches=batches)
+def publish(
+    url: str, categories: list[str], *batches: pa.RecordBatch, day: datetime.date = DAY, groups: tuple[pa.Table, ...] = ()
+) -> PublishStats:
+    return publish_similar_items(url, application=APP, snapshot_date=day, categories=categories, batches=batches, group_batches=groups)
+
+
+# Duplicate groups: (category, group id, item id, group size, weakest link), one row per member.
+HEADPHONE_GROUPS = [
+    ("headphones", "g-3f2a", "B0863TXGM3", 2, 0.9712),
+    ("headphones", "g-3f2a", "B0756CYWWD", 2, 0.9712),
+]
+CHARGER_GROUPS = [
+    ("chargers", "g-81c0", "B07DFX63KH", 2, 0.9134),
+    ("chargers", "g-81c0", "B08L5M9BTJ", 2, 0.9134),
+]
+
+
+def make_groups(rows: list[tuple[str, str, str, int, float]], *, day: datetime.date = DAY) -> pa.Table:
+    columns = {
+        "application": [APP] * len(rows),
+        "snapshot_date": [day] * len(rows),
+        "category": [r[0] for r in rows],
+        "group_id": [r[1] for r in rows],
+        "item_id": [r[2] for r in rows],
+        "group_size": [r[3] for r in rows],
+        "weakest_link": [r[4] for r in rows],
+        "run_id": [RUN] * len(rows),
+    }
+    return pa.table(columns).cast(arrow_schema(GROUPS_TABLE_NAME))
+
+
+def expected_groups(rows: list[tuple[str, str, str, int, float]], day: datetime.date = DAY) -> list[tuple[Any, ...]]:
+    return sorted((APP, day, c, g, item, size, weakest, RUN) for c, g, item, size, weakest in rows)
+
+
+def read_groups(url: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            result = conn.exec_driver_sql(
+                f"SELECT {', '.join(DUPLICATE_GROUPS_COLUMNS)} FROM duplicate_groups ORDER BY application, snapshot_date, category, item_id"
+            )
+            return [tuple(row) for row in result]
+    finally:
+        engine.dispose()
 
 
 def test_publish_creates_schema_objects_in_search_path_schema(schema_url: tuple[str, str]) -> None:
@@ -98,15 +148,12 @@ def test_publish_creates_schema_objects_in_search_path_schema(schema_url: tuple[
     try:
         with engine.connect() as conn:
             found = conn.execute(
-                sa.text(
-                    "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'similar_items%'"
-                    " AND table_schema = :schema ORDER BY table_name"
-                ),
+                sa.text("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = :schema ORDER BY table_name"),
                 {"schema": schema},
             ).all()
     finally:
         engine.dispose()
-    assert [tuple(r) for r in found] == [(schema, "similar_items"), (schema, "similar_items_latest")]
+    assert [tuple(r) for r in found] == [(schema, "duplicate_groups"), (schema, "similar_items"), (schema, "similar_items_latest")]
 
 
 def test_republish_is_idempotent_and_replaces_only_its_slice(schema_url: tuple[str, str]) -> None:
@@ -202,36 +249,166 @@ def test_concurrent_reader_sees_old_rows_until_commit(schema_url: tuple[str, str
     assert read_rows(url) == expected(new_rows)
 
 
-def test_a_table_from_before_the_retriever_columns_gains_them_and_the_view_shows_them(schema_url: tuple[str, str]) -> None:
-    """PostgreSQL expands a view's * when it is created: after ALTER TABLE ADD COLUMN the view is recreated."""
-    _, url = schema_url
+# similar_items as earlier versions created it, with their view and without duplicate_groups.
+_OLD_KEY_COLUMNS = (
+    "application TEXT NOT NULL, snapshot_date DATE NOT NULL, category TEXT NOT NULL, query_item_id TEXT NOT NULL, "
+    "candidate_item_id TEXT NOT NULL, rank INTEGER NOT NULL, score DOUBLE PRECISION NOT NULL, run_id TEXT NOT NULL"
+)
+OLD_TABLES = {
+    "before-retrievers": f"CREATE TABLE similar_items ({_OLD_KEY_COLUMNS}, "
+    "PRIMARY KEY (application, snapshot_date, category, query_item_id, rank))",
+    "before-matchers": f"CREATE TABLE similar_items ({_OLD_KEY_COLUMNS}, found_by TEXT, retriever_scores TEXT, "
+    "PRIMARY KEY (application, snapshot_date, category, query_item_id, rank))",
+}
+
+
+def create_old_warehouse(url: str, old_ddl: str) -> None:
+    """similar_items from an older version, its index and view, one old row; no duplicate_groups."""
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
+            conn.exec_driver_sql(old_ddl)
             conn.exec_driver_sql(
-                "CREATE TABLE similar_items (application TEXT NOT NULL, snapshot_date DATE NOT NULL, category TEXT NOT NULL, "
-                "query_item_id TEXT NOT NULL, candidate_item_id TEXT NOT NULL, rank INTEGER NOT NULL, score DOUBLE PRECISION NOT NULL, "
-                "run_id TEXT NOT NULL, PRIMARY KEY (application, snapshot_date, category, query_item_id, rank))"
+                "CREATE INDEX similar_items_candidate_idx ON similar_items (application, snapshot_date, candidate_item_id)"
             )
             conn.exec_driver_sql("CREATE VIEW similar_items_latest AS SELECT s.* FROM similar_items s")
-            conn.exec_driver_sql("INSERT INTO similar_items VALUES ('old_app', '2024-04-01', 'headphones', 'a', 'b', 1, 0.5, 'run-old')")
-        batch = make_batch(HEADPHONES)
-        found_by = pa.array(["dense,lexical"] * batch.num_rows)
-        scores = pa.array([f'{{"dense": {r[4]}, "lexical": {r[4]}}}' for r in HEADPHONES])
-        publish(url, ["headphones"], batch.append_column("found_by", found_by).append_column("retriever_scores", scores))
-        with engine.connect() as conn:
-            view_columns = list(conn.exec_driver_sql("SELECT * FROM similar_items_latest LIMIT 0").keys())
-            lexical = (
-                conn.exec_driver_sql(
-                    "SELECT (retriever_scores::jsonb ->> 'lexical')::float FROM similar_items "
-                    "WHERE application = %(app)s ORDER BY query_item_id, rank",
-                    {"app": APP},
-                )
-                .scalars()
-                .all()
+            conn.exec_driver_sql(
+                "INSERT INTO similar_items (application, snapshot_date, category, query_item_id, candidate_item_id, rank, score, run_id) "
+                "VALUES ('old_app', '2024-04-01', 'headphones', 'a', 'b', 1, 0.5, 'run-old')"
             )
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("old_ddl", OLD_TABLES.values(), ids=OLD_TABLES.keys())
+def test_a_table_from_an_older_version_gains_the_new_columns_the_view_shows_them_and_groups_appear(
+    schema_url: tuple[str, str], old_ddl: str
+) -> None:
+    """PostgreSQL expands a view's * when it is created: after ALTER TABLE ADD COLUMN the view is recreated."""
+    schema, url = schema_url
+    create_old_warehouse(url, old_ddl)
+    batch = make_batch(HEADPHONES)
+    found_by = pa.array(["dense,lexical"] * batch.num_rows)
+    scores = pa.array([f'{{"dense": {r[4]}, "lexical": {r[4]}}}' for r in HEADPHONES])
+    probabilities = pa.array([0.97, 0.41, 0.97])
+    batch = batch.append_column("found_by", found_by).append_column("retriever_scores", scores)
+    stats = publish(url, ["headphones"], batch.append_column("match_probability", probabilities), groups=(make_groups(HEADPHONE_GROUPS),))
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            view_columns = list(conn.exec_driver_sql("SELECT * FROM similar_items_latest LIMIT 0").keys())
+            lexical, probability = zip(
+                *conn.exec_driver_sql(
+                    "SELECT (retriever_scores::jsonb ->> 'lexical')::float, match_probability FROM similar_items "
+                    "WHERE application = %(app)s ORDER BY query_item_id DESC, rank",
+                    {"app": APP},
+                ).all()
+            )
+            column_type = conn.execute(
+                sa.text(
+                    "SELECT data_type FROM information_schema.columns WHERE table_schema = :schema "
+                    "AND table_name = 'similar_items' AND column_name = 'match_probability'"
+                ),
+                {"schema": schema},
+            ).scalar_one()
+            group_index = conn.execute(
+                sa.text(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = :schema AND tablename = 'duplicate_groups' "
+                    "AND indexname = 'duplicate_groups_group_idx'"
+                ),
+                {"schema": schema},
+            ).scalar_one()
+    finally:
+        engine.dispose()
     assert view_columns == list(SIMILAR_ITEMS_COLUMNS)
-    assert ("old_app", datetime.date(2024, 4, 1), "headphones", "a", "b", 1, 0.5, "run-old", None, None) in read_rows(url)
+    assert ("old_app", datetime.date(2024, 4, 1), "headphones", "a", "b", 1, 0.5, "run-old", None, None, None) in read_rows(url)
     assert sorted(lexical) == sorted(r[4] for r in HEADPHONES)
+    assert list(probability) == probabilities.to_pylist() and column_type == "double precision"
+    assert read_groups(url) == expected_groups(HEADPHONE_GROUPS) and stats.group_rows_inserted == 2
+    assert "(application, snapshot_date, category, group_id)" in group_index
+
+
+def test_groups_replace_their_slice_and_a_bad_group_row_rolls_back_both_tables(schema_url: tuple[str, str]) -> None:
+    _, url = schema_url
+    publish(url, ["headphones", "chargers"], make_batch(HEADPHONES + CHARGERS), groups=(make_groups(HEADPHONE_GROUPS + CHARGER_GROUPS),))
+    publish(url, ["headphones"], make_batch(HEADPHONES, day=NEXT_DAY), day=NEXT_DAY, groups=(make_groups(HEADPHONE_GROUPS, day=NEXT_DAY),))
+    regrouped = [("headphones", "g-77d1", "B0863TXGM3", 2, 0.9301), ("headphones", "g-77d1", "B07G4MNFS1", 2, 0.9301)]
+
+    stats = publish(url, ["headphones"], make_batch(HEADPHONES), groups=(make_groups(regrouped),))
+
+    assert (stats.group_rows_deleted, stats.group_rows_inserted) == (2, 2)
+    assert read_groups(url) == sorted(expected_groups(regrouped + CHARGER_GROUPS) + expected_groups(HEADPHONE_GROUPS, day=NEXT_DAY))
+    items, groups = read_rows(url), read_groups(url)
+
+    # The new similar_items rows and the first group batch are already COPYed when the stray row is found.
+    changed = [("headphones", "B0863TXGM3", "B09JB8KPNW", 1, 0.9607)]
+    stray = [("laptops", "g-0b1e", "B0BSHF7WHW", 2, 0.95)]
+    with pytest.raises(ValueError, match=r"category='laptops'.*B0BSHF7WHW"):
+        publish(url, ["headphones"], make_batch(changed), groups=(make_groups(HEADPHONE_GROUPS), make_groups(stray)))
+    # A group row the table refuses (NULL in a NOT NULL column) fails in the database: both tables still roll back.
+    with pytest.raises(psycopg.errors.NotNullViolation, match="group_size"):
+        publish(
+            url,
+            ["headphones"],
+            make_batch(changed),
+            groups=(make_groups(HEADPHONE_GROUPS).set_column(5, "group_size", pa.nulls(2, pa.int32())),),
+        )
+    assert (read_rows(url), read_groups(url)) == (items, groups)
+
+    # A rerun without a matcher publishes no groups and leaves none in its slice.
+    stats = publish(url, ["chargers"], make_batch(CHARGERS))
+    assert (stats.group_rows_deleted, stats.group_rows_inserted) == (2, 0)
+    assert read_groups(url) == sorted(expected_groups(regrouped) + expected_groups(HEADPHONE_GROUPS, day=NEXT_DAY))
+
+
+def test_groups_use_copy_too(schema_url: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, url = schema_url
+    copies: list[str] = []
+    original_copy = psycopg.Cursor.copy
+
+    def spy_copy(self: psycopg.Cursor[Any], statement: Any, *args: Any, **kwargs: Any) -> Any:
+        copies.append(str(statement))
+        return original_copy(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", spy_copy)
+    publish(url, ["headphones"], make_batch(HEADPHONES), groups=(make_groups(HEADPHONE_GROUPS),))
+
+    assert [c.split(" (")[0] for c in copies] == ["COPY similar_items", "COPY duplicate_groups"]
+    assert read_groups(url) == expected_groups(HEADPHONE_GROUPS)
+
+
+def test_an_old_warehouse_gains_duplicate_groups_under_the_schema_lock(schema_url: tuple[str, str]) -> None:
+    """Parallel publishers on an older warehouse: creating duplicate_groups waits for the advisory lock."""
+    _, url = schema_url
+    create_old_warehouse(url, OLD_TABLES["before-matchers"])
+    holder = sa.create_engine(url)
+    engine = sa.create_engine(url)
+    errors: list[BaseException] = []
+
+    def ensure() -> None:
+        try:
+            ensure_schema(engine)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    def has_groups() -> bool:
+        with holder.connect() as conn:
+            return bool(sa.inspect(conn).has_table("duplicate_groups"))
+
+    try:
+        with holder.connect() as locked:
+            locked.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": 0x505353_5748})
+            worker = threading.Thread(target=ensure)
+            worker.start()
+            worker.join(1.0)
+            blocked = worker.is_alive() and not has_groups()
+            locked.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": 0x505353_5748})
+            locked.commit()
+        worker.join(30)
+        created = has_groups()
+    finally:
+        engine.dispose()
+        holder.dispose()
+    assert not errors, errors
+    assert blocked, "ensure_schema created duplicate_groups without waiting for the schema lock"
+    assert not worker.is_alive() and created

@@ -42,6 +42,8 @@ def filtered_rows(number: int, ctx: RunContext) -> pa.Table:
             "run_id": [ctx.run_id] * n,
             "found_by": ["dense,lexical"] * n,
             "retriever_scores": [f'{{"dense": {r[3]}, "lexical": {r[3]}}}' for r in rows],
+            # As a matcher's post-filter writes it; NULL on every third partition, as without one.
+            "match_probability": pa.array([None if number % 3 == 2 else r[3] ** 2 for r in rows], pa.float64()),
         }
     )
 
@@ -139,7 +141,12 @@ def test_large_sqlite_publish_rebuilds_the_candidate_index_in_the_same_transacti
 
     def index_names() -> list[str]:
         with sqlite3.connect(db) as conn:
-            return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+            return sorted(
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name = 'similar_items'"
+                )
+            )
 
     assert index_names() == ["similar_items_candidate_idx"]
     with sqlite3.connect(db) as conn:
