@@ -216,6 +216,8 @@ class PostFilterConfig(_Strict):
     # Each retriever finds k * this many candidates per query (the rules applied during the search), so the
     # fused ranking and min_score choose the k published rows from more than k.
     candidate_multiplier: int = Field(4, ge=1, le=100)
+    # With a matcher: drop candidates whose match probability is below this (none dropped when unset).
+    min_match_probability: float | None = Field(None, ge=0, le=1)
 
     @field_validator("same", "different")
     @classmethod
@@ -247,6 +249,19 @@ class LearnedModelRef(_Strict):
     # A content hash (pss_ops.learning.registry): the embedding cache keys on it, so a new model never reads old vectors.
     model_id: str = Field(pattern=r"^siamese-[0-9a-f]{16}$")
     device: str = "cpu"
+
+
+class MatcherRef(_Strict):
+    """A trained pair matcher in the registry (pss train-matcher): scores every candidate pair's match probability.
+
+    With one set, similar_items carries match_probability and is ranked by it, and pairs at or above
+    match_threshold link items into duplicate groups.
+    """
+
+    registry_uri: str
+    model_id: str = Field(pattern=r"^matcher-[0-9a-f]{16}$")
+    # Calibrated probabilities: 0.5 decides each pair by its likelier side; raise it for fewer, surer matches.
+    match_threshold: float = Field(0.5, gt=0, le=1)
 
 
 BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report", "train"]
@@ -302,6 +317,8 @@ class AppConfig(_Strict):
     batch: BatchConfig | None = None
     # Promoting a trained model is this one line of config; training never changes it.
     embedding_model: LearnedModelRef | None = None
+    # Match decisions (pss train-matcher trains one); unset, match_probability is NULL and no groups are formed.
+    matcher: MatcherRef | None = None
 
     @model_validator(mode="after")
     def _unique_feature_names(self) -> AppConfig:
@@ -322,6 +339,8 @@ class AppConfig(_Strict):
         for column, widths in dims.items():
             if len(widths) > 1:
                 raise ValueError(f"{column} is given different dims by features and retrievers: {sorted(widths)}")
+        if self.post_filter.min_match_probability is not None and self.matcher is None:
+            raise ValueError("post_filter.min_match_probability needs a matcher: set matcher: {registry_uri, model_id}")
         return self
 
     @property

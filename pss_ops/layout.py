@@ -82,5 +82,9 @@ def similar_items(run_uri: str) -> str:
     return storage.join(run_uri, "publish", "similar_items.parquet")
 
 
+def duplicate_groups(run_uri: str) -> str:
+    return storage.join(run_uri, "publish", "duplicate_groups.parquet")
+
+
 def run_summary(run_uri: str) -> str:
     return storage.join(run_uri, "report", "run_summary.json")

@@ -231,6 +231,9 @@ class FilteredPartition(Manifest):
     queries_short_of_k: int
     candidates_removed: dict[str, int]
     seconds: float
+    # With a matcher: the published rows at or above its match_threshold, and the seconds spent scoring pairs.
+    rows_matched: int | None = None
+    matching_seconds: float | None = None
 
 
 class PublishResult(Manifest):
@@ -243,3 +246,7 @@ class PublishResult(Manifest):
     rows: int
     rows_replaced: int
     seconds: float
+    # Duplicate groups (none without a matcher): their Parquet, how many groups and how many items they hold.
+    groups_uri: str | None = None
+    duplicate_groups: int = 0
+    items_in_groups: int = 0

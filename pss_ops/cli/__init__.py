@@ -51,6 +51,13 @@ def _print_summary(summary: dict[str, Any], outputs: str) -> None:
         f"outputs          {outputs}",
         f"warehouse        {summary['publish']['warehouse']} (table {summary['publish']['table']})",
     ]
+    matching = summary.get("matching")
+    if matching:
+        lines.insert(
+            -3,
+            f"matching         {matching['rows_matched']} published pairs at match_probability >= {matching['match_threshold']} "
+            f"(matcher {matching['matcher_id']}); {matching['duplicate_groups']} duplicate groups of {matching['items_in_groups']} items",
+        )
     empty = search.get("scopes_without_candidates") or []
     if empty:
         lines.insert(
@@ -81,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         full_refresh=args.full_refresh,
     )
-    _print_summary(summary, f"{args.out}/similar_items.parquet, run_summary.json, rejects.csv")
+    _print_summary(summary, f"{args.out}/similar_items.parquet, duplicate_groups.parquet, run_summary.json, rejects.csv")
     return 0
 
 
@@ -100,6 +107,29 @@ def _json_ready(report: dict[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
 
 
+def _has_match_probability(pairs_uri: str) -> bool:
+    schema = storage.open_parquet(pairs_uri).schema_arrow
+    if "match_probability" not in schema.names:
+        return False
+    probability = storage.read_parquet(pairs_uri, columns=["match_probability"]).column("match_probability")
+    return probability.null_count < len(probability)
+
+
+def _matching_report(args: argparse.Namespace) -> dict[str, Any]:
+    """pss evaluate's match-decision figures; the threshold and groups default to the run's, beside --pairs."""
+    from pss_ops.quality.evaluate import evaluate_matching, load_items
+
+    folder = str(Path(args.pairs).parent) if not storage.is_s3(args.pairs) else args.pairs.rsplit("/", 1)[0]
+    threshold = args.threshold
+    if threshold is None:
+        summary_uri = storage.join(folder, "run_summary.json")
+        matching = storage.read_json(summary_uri).get("matching") if storage.exists(summary_uri) else None
+        threshold = matching["match_threshold"] if matching else 0.5
+    groups = args.groups or storage.join(folder, "duplicate_groups.parquet")
+    items = load_items(args.items) if args.items else None
+    return evaluate_matching(args.pairs, args.truth, threshold=threshold, groups_uri=groups, items=items)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`pss evaluate`: ranking figures over true pairs and/or R@P over labelled pairs."""
     from pss_ops.quality.evaluate import evaluate, evaluate_verification, format_table
@@ -116,6 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if ranking:
         ks = tuple(int(k) for k in args.k.split(","))
         report.update(evaluate(args.pairs, args.truth, ks))
+        if _has_match_probability(args.pairs):
+            report.update(_matching_report(args))
     if verification:
         report.update(evaluate_verification(args.labelled, args.run_uri))
     print(format_table(report))
@@ -137,6 +169,46 @@ def cmd_train(args: argparse.Namespace) -> int:
             flat.update({f"{name}/{task}/{k}": v for k, v in figures.items()})
     print(format_table(flat))
     print(f"registered {report['model_id']} in {report['registry_uri']} (not promoted); report {args.out}/train_report.json")
+    return 0
+
+
+def cmd_train_matcher(args: argparse.Namespace) -> int:
+    """`pss train-matcher`: the new matcher's id alone on stdout (for scripts); the held-out figures on stderr."""
+    from pss_ops.matching.training import train_matcher
+    from pss_ops.quality.evaluate import format_table
+
+    config = load_config(args.config)
+    report = train_matcher(
+        config, catalog_uri=args.catalog, pairs_uri=args.pairs, registry_uri=args.registry, work_dir=args.out, seed=args.seed
+    )
+    training = report["training"]
+    lines = [
+        f"labelled pairs   {training['labelled_pairs']} ({training['labelled_matches']} matches), "
+        f"{training['labelled_pairs_among_candidates']} among the search's candidates "
+        f"({training['labelled_matches_among_candidates']} matches)",
+        "held-out pairs (a fifth of the labelled pairs, whole connected components; recall counts every true pair):",
+        format_table(report["holdout"]),
+        f"registered {report['matcher_id']} in {report['registry_uri']} "
+        "(not promoted: set matcher: {registry_uri, model_id} in the config)",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+    if args.report:
+        storage.write_json(args.report, report)
+    print(report["matcher_id"])
+    return 0
+
+
+def cmd_label_queue(args: argparse.Namespace) -> int:
+    """`pss label-queue`: the N published pairs most worth labelling, as a labelled-pairs CSV with empty labels."""
+    from pss_ops.matching.label_queue import label_queue, write_queue
+
+    queue = label_queue(args.run, args.n, args.exclude or ())
+    write_queue(queue, args.out)
+    categories_in = queue["category"].nunique() if len(queue) else 0
+    print(
+        f"wrote {len(queue)} pairs from {categories_in} categories to {args.out}: "
+        "fill in label (1 same product, 0 not), then pss train-matcher --pairs"
+    )
     return 0
 
 
@@ -193,9 +265,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--k", default="1,5,10", help="comma-separated candidate recall cutoffs")
     evaluate.add_argument("--labelled", help="CSV with id_a,id_b,label (1/0) pairs for R@P80/90/95 (with --run-uri)")
     evaluate.add_argument("--run-uri", help="run directory whose embed/*.parquet vectors score --labelled")
+    evaluate.add_argument("--threshold", type=float, help="match threshold for F1 (default: the run's matcher.match_threshold)")
+    evaluate.add_argument("--groups", help="duplicate_groups.parquet (default: beside --pairs)")
+    evaluate.add_argument("--items", help="CSV with an item_id column: count only pairs of these items (a held-out half)")
     evaluate.add_argument("--json-out", help="write the whole report as JSON to this file (local or s3://)")
     evaluate.add_argument("--json", action="store_true", help="also print one JSON line")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    train_matcher = sub.add_parser("train-matcher", help="train a pair matcher on labelled pairs, measure it, register it (never promotes)")
+    train_matcher.add_argument("--config", required=True, help="application config (YAML): its retrievers produce the candidate pairs")
+    train_matcher.add_argument("--catalog", required=True, help="catalog holding every labelled item (.csv, .csv.gz, .parquet)")
+    train_matcher.add_argument("--pairs", required=True, help="labelled pairs CSV: id_a,id_b,label (1 same product, 0 not)")
+    train_matcher.add_argument("--registry", required=True, help="model registry folder (local or s3://)")
+    train_matcher.add_argument("--out", help="keep the search run here (default: a temporary folder)")
+    train_matcher.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the trees")
+    train_matcher.add_argument("--report", help="write the training report as JSON to this file")
+    train_matcher.set_defaults(func=cmd_train_matcher)
+
+    queue = sub.add_parser("label-queue", help="write the published pairs most worth labelling, with an empty label")
+    queue.add_argument("--run", required=True, help="a pss run --out folder, or a run directory")
+    queue.add_argument("--n", type=int, default=200, help="how many pairs (default 200)")
+    queue.add_argument("--out", required=True, help="CSV to write (id_a,id_b,label,... with label empty)")
+    queue.add_argument("--exclude", action="append", help="labelled-pairs CSV whose pairs are left out (repeatable)")
+    queue.set_defaults(func=cmd_label_queue)
     return parser
 
 

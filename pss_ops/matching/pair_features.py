@@ -14,37 +14,58 @@ route NaN on their own.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import CountVectorizer
 
 from pss_ops.learning.part_numbers import part_numbers
 
 _WORD = re.compile(r"(?u)\w+")
+COSINE_PREFIX = "cos_"
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
+def _part_numbers(text: str) -> list[str]:
+    return [m.group(0).lower() for m in part_numbers(text)]
 
 
-def _trigrams(text: str) -> frozenset[str]:
-    padded = f" {' '.join(text.lower().split())} "
-    return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
+def _padded(text: str) -> str:
+    """Lower-cased, whitespace collapsed, one space either side: the text character 3-grams are taken from."""
+    return f" {' '.join(text.lower().split())} "
 
 
-def _jaccard(a: Sequence[frozenset[str]], b: Sequence[frozenset[str]]) -> np.ndarray:
-    out = np.full(len(a), np.nan, dtype=np.float32)
-    for i, (x, y) in enumerate(zip(a, b)):
-        union = len(x | y)
-        if union:
-            out[i] = len(x & y) / union
-    return out
+# One binary row per item (one parse per distinct item, not per pair: an item is in up to 2 x fetch pairs).
+_TOKENIZERS: dict[str, Callable[[], CountVectorizer]] = {
+    "words": lambda: CountVectorizer(binary=True, lowercase=True, token_pattern=_WORD.pattern, dtype=np.float32),
+    "char3": lambda: CountVectorizer(
+        binary=True, lowercase=False, preprocessor=_padded, analyzer="char", ngram_range=(3, 3), dtype=np.float32
+    ),
+    "part_numbers": lambda: CountVectorizer(binary=True, analyzer=_part_numbers, dtype=np.float32),
+}
 
 
-def _per_item(items: pd.Series, parse: object) -> dict[str, frozenset[str]]:
-    """One parse per distinct item, not per pair: a catalog item appears in up to 2 x fetch pairs."""
-    return {item: parse(text) if isinstance(text, str) else frozenset() for item, text in items.items()}  # type: ignore[operator]
+def _token_sets(texts: Sequence[str], kind: str) -> sp.csr_matrix:
+    """Each text's set of tokens of a kind as a binary row; a text without any is an empty row."""
+    try:
+        return sp.csr_matrix(_TOKENIZERS[kind]().fit_transform(texts))
+    except ValueError:  # every text empty: no vocabulary
+        return sp.csr_matrix((len(texts), 1), dtype=np.float32)
+
+
+def _shared(sets: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair of rows: the size of the intersection and of each set, as sparse row products (no Python per pair)."""
+    sizes = np.diff(sets.indptr).astype(np.float32)
+    shared = np.asarray(sets[a].multiply(sets[b]).sum(axis=1), dtype=np.float32).ravel()
+    return shared, sizes[a], sizes[b]
+
+
+def _jaccard(sets: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    shared, size_a, size_b = _shared(sets, a, b)
+    union = size_a + size_b - shared
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, shared / union, np.nan).astype(np.float32)
 
 
 def _own_ranks(pairs: pd.DataFrame, score: str, found: str) -> np.ndarray:
@@ -63,8 +84,10 @@ def _own_ranks(pairs: pd.DataFrame, score: str, found: str) -> np.ndarray:
 def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence[str], attributes: Sequence[str] = ()) -> pd.DataFrame:
     """The feature frame of the pairs, row for row (float32, NaN where an input is missing).
 
-    pairs: query_item_id, candidate_item_id, and score_<retriever>, found_<retriever> for each retriever.
-    items: indexed by item_id, with title and optionally brand, price and the attribute columns.
+    pairs: query_item_id, candidate_item_id, score_<retriever> and found_<retriever> for each retriever, and any
+    cos_<feature> columns (each dense feature's own cosine, search.candidates), taken as they are.
+    items: indexed by item_id, with title and optionally brand, price and the attribute columns; every pair's
+    items must be in it.
     """
     features: dict[str, np.ndarray] = {}
     keys = pairs["query_item_id"].astype(str) + "\x00" + pairs["candidate_item_id"].astype(str)
@@ -79,28 +102,40 @@ def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence
         features[f"{name}_rank"] = rank
         features[f"{name}_reverse_score"] = np.where(has_reverse, score[reverse_at], np.nan).astype(np.float32)
         features[f"{name}_reverse_rank"] = np.where(has_reverse, rank[reverse_at], np.nan).astype(np.float32)
+    for column in sorted(c for c in pairs.columns if c.startswith(COSINE_PREFIX)):
+        features[f"{column[len(COSINE_PREFIX) :]}_cosine"] = pairs[column].to_numpy(dtype=np.float32)
 
-    query, candidate = pairs["query_item_id"].to_numpy(), pairs["candidate_item_id"].to_numpy()
-    titles = items["title"]
-    words, trigrams = _per_item(titles, _words), _per_item(titles, _trigrams)
-    parts = _per_item(titles, lambda text: frozenset(m.group(0).lower() for m in part_numbers(text)))
-    features["title_word_jaccard"] = _jaccard([words[q] for q in query], [words[c] for c in candidate])
-    features["title_char3_jaccard"] = _jaccard([trigrams[q] for q in query], [trigrams[c] for c in candidate])
-    shared = np.array([len(parts[q] & parts[c]) for q, c in zip(query, candidate)], dtype=np.float32)
-    both = np.array([bool(parts[q]) and bool(parts[c]) for q, c in zip(query, candidate)])
+    item_index = pd.Index(items.index)
+    if not item_index.is_unique:
+        raise ValueError("pair features need one row per item id; the items table repeats some")
+    query = item_index.get_indexer(pairs["query_item_id"])
+    candidate = item_index.get_indexer(pairs["candidate_item_id"])
+    unknown = np.flatnonzero((query < 0) | (candidate < 0))
+    if len(unknown):
+        row = pairs.iloc[unknown[0]]
+        raise ValueError(f"pair ({row['query_item_id']!r}, {row['candidate_item_id']!r}) names an item the items table lacks")
+    # Only the items the pairs name are read: `used` are their rows in items, query and candidate index into it.
+    used, position = np.unique(np.concatenate([query, candidate]), return_inverse=True)
+    items = items.iloc[used]
+    query, candidate = position[: len(query)], position[len(query) :]
+    titles = [t if isinstance(t, str) else "" for t in items["title"].to_numpy(dtype=object)]
+    features["title_word_jaccard"] = _jaccard(_token_sets(titles, "words"), query, candidate)
+    features["title_char3_jaccard"] = _jaccard(_token_sets(titles, "char3"), query, candidate)
+    shared, parts_a, parts_b = _shared(_token_sets(titles, "part_numbers"), query, candidate)
     features["part_numbers_shared"] = shared
-    features["part_numbers_conflict"] = np.where(both, (shared == 0).astype(np.float32), np.nan).astype(np.float32)
+    features["part_numbers_conflict"] = np.where((parts_a > 0) & (parts_b > 0), (shared == 0).astype(np.float32), np.nan).astype(np.float32)
 
     if "price" in items.columns:
-        price = pd.to_numeric(items["price"], errors="coerce").where(lambda p: p > 0)
-        a, b = price.reindex(query).to_numpy(dtype=np.float64), price.reindex(candidate).to_numpy(dtype=np.float64)
+        price = pd.to_numeric(items["price"], errors="coerce").where(lambda p: p > 0).to_numpy(dtype=np.float64)
+        a, b = price[query], price[candidate]
         with np.errstate(invalid="ignore"):
             features["price_ratio"] = (np.minimum(a, b) / np.maximum(a, b)).astype(np.float32)
     for column, name in [("brand", "brand_equal"), *((a, f"same_{a}") for a in attributes)]:
         if column not in items.columns:
             continue
         values = items[column].map(lambda v: v.strip().lower() if isinstance(v, str) and v.strip() else None)
-        a, b = values.reindex(query).to_numpy(dtype=object), values.reindex(candidate).to_numpy(dtype=object)
-        known = ~(pd.isna(a) | pd.isna(b))
-        features[name] = np.where(known, (a == b).astype(np.float32), np.nan).astype(np.float32)
+        # Equal values share a code; NULL is -1 and proves neither sameness nor difference.
+        codes = pd.factorize(values, use_na_sentinel=True)[0]
+        a, b = codes[query], codes[candidate]
+        features[name] = np.where((a >= 0) & (b >= 0), (a == b).astype(np.float32), np.nan).astype(np.float32)
     return pd.DataFrame(features, index=pairs.index)

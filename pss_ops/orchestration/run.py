@@ -9,13 +9,14 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pss_ops import layout, storage
 from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.features.text.encode import release_text_models
-from pss_ops.manifests import RunContext
+from pss_ops.manifests import CatalogPlan, QueriedPartition, RunContext
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.embed import embed_partition
 from pss_ops.steps.plan import make_context, plan
@@ -46,6 +47,81 @@ def default_cache_uri(config: AppConfig, out_dir: str) -> str:
     return config.cache.uri or storage.join(storage.absolute(out_dir), "cache", "embeddings.sqlite")
 
 
+class _Stages:
+    """Runs the steps of one run in order, timing each and reporting per-item progress."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.wall: dict[str, float] = {}
+
+    def __call__(self, name: str, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
+        started = time.perf_counter()
+        results = []
+        for number, item in enumerate(items, start=1):
+            results.append(work(item))
+            self.progress(f"[{name}] {number}/{len(items)} {getattr(item, 'name', '')}".rstrip())
+        self.wall[name] = round(time.perf_counter() - started, 3)
+        return results
+
+
+@dataclass
+class SearchedRun:
+    """A run through the query step: its context, catalog plan and query outputs."""
+
+    ctx: RunContext
+    catalog_plan: CatalogPlan
+    queried: list[QueriedPartition]
+    stage: _Stages
+
+
+def search_run(
+    config: AppConfig,
+    *,
+    catalog_uri: str,
+    out_dir: str,
+    categories: tuple[str, ...] | None = None,
+    snapshot_date: dt.date | None = None,
+    run_id: str | None = None,
+    full_refresh: bool = False,
+    progress: Progress = _stderr,
+    after_plan: Callable[[RunContext, CatalogPlan], None] | None = None,
+) -> SearchedRun:
+    """plan → embed → plan_index → build_index → query; after_plan may refuse the plan before any compute."""
+    out_dir = storage.absolute(out_dir)
+    run_id = run_id or new_run_id()
+    ctx: RunContext = make_context(
+        config,
+        catalog_uri=catalog_uri,
+        run_uri=storage.join(out_dir, "runs", run_id),
+        snapshot_date=snapshot_date or dt.date.today(),
+        run_id=run_id,
+        cache_uri=default_cache_uri(config, out_dir),
+        categories=categories,
+        full_refresh=full_refresh,
+    )
+    stage = _Stages(progress)
+    progress(f"run {run_id}: application {config.application}, model {ctx.model_id}, run dir {ctx.run_uri}")
+    catalog_plan = stage("plan", [None], lambda _: plan(ctx))[0]
+    progress(
+        f"[plan] {catalog_plan.rows_accepted} of {catalog_plan.rows_read} rows accepted, "
+        f"{catalog_plan.rows_rejected} rejected, {len(catalog_plan.partitions)} partitions"
+    )
+    if after_plan is not None:
+        after_plan(ctx, catalog_plan)
+    cache = open_cache(ctx.cache_uri)
+    try:
+        embedded = stage("embed", list(catalog_plan.partitions), lambda p: embed_partition(ctx, p, cache))
+    finally:
+        cache.close()
+    # The rest of the run is search: the text model's memory goes back before the indexes are built.
+    release_text_models()
+    gc.collect()
+    index_plan = stage("plan_index", [None], lambda _: plan_index(ctx, catalog_plan))[0]
+    stage("build_index", list(index_plan.partitions), lambda p: build_index(ctx, p))
+    queried = stage("query", embedded, lambda p: query_partition(ctx, p, index_plan))
+    return SearchedRun(ctx, catalog_plan, queried, stage)
+
+
 def run_pipeline(
     config: AppConfig,
     *,
@@ -60,53 +136,26 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run plan → embed → plan_index → build_index → query → post_filter → publish → report."""
     out_dir = storage.absolute(out_dir)
-    run_id = run_id or new_run_id()
-    ctx: RunContext = make_context(
+    warehouse_url = warehouse_url or default_warehouse_url(out_dir)
+    searched = search_run(
         config,
         catalog_uri=catalog_uri,
-        run_uri=storage.join(out_dir, "runs", run_id),
-        snapshot_date=snapshot_date or dt.date.today(),
-        run_id=run_id,
-        cache_uri=default_cache_uri(config, out_dir),
+        out_dir=out_dir,
         categories=categories,
+        snapshot_date=snapshot_date,
+        run_id=run_id,
         full_refresh=full_refresh,
+        progress=progress,
     )
-    warehouse_url = warehouse_url or default_warehouse_url(out_dir)
-    wall: dict[str, float] = {}
-
-    def stage(name: str, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
-        started = time.perf_counter()
-        results = []
-        for number, item in enumerate(items, start=1):
-            results.append(work(item))
-            progress(f"[{name}] {number}/{len(items)} {getattr(item, 'name', '')}".rstrip())
-        wall[name] = round(time.perf_counter() - started, 3)
-        return results
-
-    progress(f"run {run_id}: application {config.application}, model {ctx.model_id}, run dir {ctx.run_uri}")
-    catalog_plan = stage("plan", [None], lambda _: plan(ctx))[0]
-    progress(
-        f"[plan] {catalog_plan.rows_accepted} of {catalog_plan.rows_read} rows accepted, "
-        f"{catalog_plan.rows_rejected} rejected, {len(catalog_plan.partitions)} partitions"
-    )
-    cache = open_cache(ctx.cache_uri)
-    try:
-        embedded = stage("embed", list(catalog_plan.partitions), lambda p: embed_partition(ctx, p, cache))
-    finally:
-        cache.close()
-    # The rest of the run is search: the text model's memory goes back before the indexes are built.
-    release_text_models()
-    gc.collect()
-    index_plan = stage("plan_index", [None], lambda _: plan_index(ctx, catalog_plan))[0]
-    stage("build_index", list(index_plan.partitions), lambda p: build_index(ctx, p))
-    queried = stage("query", embedded, lambda p: query_partition(ctx, p, index_plan))
-    stage("post_filter", queried, lambda q: post_filter_partition(ctx, q))
+    ctx, catalog_plan, stage = searched.ctx, searched.catalog_plan, searched.stage
+    stage("post_filter", searched.queried, lambda q: post_filter_partition(ctx, q))
     stage("publish", [None], lambda _: publish(ctx, catalog_plan, warehouse_url))
-    summary = stage("report", [None], lambda _: report(ctx, wall_seconds=wall))[0]
-    summary["wall_seconds"] = wall
+    summary = stage("report", [None], lambda _: report(ctx, wall_seconds=stage.wall))[0]
+    summary["wall_seconds"] = stage.wall
 
     # The run directory keeps everything; the top level of out_dir shows the latest run.
     storage.copy(layout.similar_items(ctx.run_uri), storage.join(out_dir, "similar_items.parquet"))
+    storage.copy(layout.duplicate_groups(ctx.run_uri), storage.join(out_dir, "duplicate_groups.parquet"))
     storage.copy(catalog_plan.rejects_uri, storage.join(out_dir, "rejects.csv"))
     storage.write_json(storage.join(out_dir, "run_summary.json"), summary)
     return summary

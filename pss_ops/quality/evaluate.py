@@ -71,6 +71,43 @@ def evaluate(pairs_uri: str, truth_uri: str, ks: Sequence[int] = (1, 5, 10)) -> 
     return {**candidate_recall(pairs, truth, ks), **ranking_report(pairs, truth)}
 
 
+def load_items(uri: str) -> set[str]:
+    """Item ids from a CSV with an item_id column: the items an evaluation is restricted to."""
+    frame = pd.read_csv(io.BytesIO(storage.read_bytes(uri)), dtype=str, keep_default_na=False)
+    if "item_id" not in frame.columns:
+        raise ValueError(f"items file {uri} has no item_id column")
+    return set(frame["item_id"])
+
+
+def evaluate_matching(
+    pairs_uri: str, truth_uri: str, *, threshold: float, groups_uri: str | None = None, items: set[str] | None = None
+) -> dict[str, float | int]:
+    """Match decisions of a run with a matcher: R@P, F1 and calibration of match_probability, and the groups' pairwise figures.
+
+    With items, only pairs (published and true) whose two items are among them count: a held-out half of a catalog.
+    """
+    from pss_ops.quality.matching import decision_report, group_report
+
+    published = storage.read_parquet(pairs_uri, columns=["query_item_id", "candidate_item_id", "match_probability"]).to_pandas()
+    if published["match_probability"].isna().all():
+        raise ValueError(f"{pairs_uri} has no match_probability: the run had no matcher (set matcher: in the config)")
+    pairs = published.rename(columns={"query_item_id": "id_a", "candidate_item_id": "id_b", "match_probability": "probability"})
+    truth = load_truth(truth_uri)
+    if "label" in pd.read_csv(io.BytesIO(storage.read_bytes(truth_uri)), nrows=0).columns:
+        labelled = load_labelled(truth_uri)
+        truth = labelled.loc[labelled["label"] == 1, ["id_a", "id_b"]]
+    if items is not None:
+        pairs = pairs[pairs["id_a"].isin(items) & pairs["id_b"].isin(items)]
+        truth = truth[truth["id_a"].isin(items) & truth["id_b"].isin(items)]
+    report = decision_report(pairs, truth, threshold)
+    if groups_uri is not None and storage.exists(groups_uri):
+        groups = storage.read_parquet(groups_uri, columns=["category", "group_id", "item_id"]).to_pandas()
+        if items is not None:
+            groups = groups[groups["item_id"].isin(items)]
+        report.update(group_report(groups, truth))
+    return report
+
+
 def _labels(values: pd.Series, where: str) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     bad = values[~numbers.isin([0, 1])]

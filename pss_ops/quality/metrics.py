@@ -26,9 +26,17 @@ def precision_key(precision: float) -> str:
 
 
 def recall_at_precision(
-    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, precisions: Sequence[float] = DEFAULT_PRECISIONS
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    precisions: Sequence[float] = DEFAULT_PRECISIONS,
+    *,
+    total_positives: int | None = None,
 ) -> dict[str, float]:
-    """Per level p, the highest recall of a score threshold with precision >= p (0.0 if none, nan without positives)."""
+    """Per level p, the highest recall of a score threshold with precision >= p (0.0 if none, nan without positives).
+
+    total_positives, when given, is the recall denominator: the scored positives plus true pairs that were never
+    scored (a candidate search that missed them), so recall is over every true pair, found or not.
+    """
     s = np.asarray(scores, dtype=np.float64)
     y = _binary(labels, "labels")
     if s.ndim != 1 or len(s) != len(y):
@@ -38,7 +46,7 @@ def recall_at_precision(
     for p in precisions:
         if not 0.0 < p <= 1.0:
             raise ValueError(f"precision level must be in (0, 1], got {p}")
-    positives = int(y.sum())
+    positives = _denominator(y, total_positives)
     if positives == 0:
         return {precision_key(p): float("nan") for p in precisions}
     order = np.argsort(-s, kind="stable")
@@ -54,6 +62,55 @@ def recall_at_precision(
         reached = precision >= p
         result[precision_key(p)] = float(recall[reached].max()) if reached.any() else 0.0
     return result
+
+
+def _denominator(labels: np.ndarray, total_positives: int | None) -> int:
+    scored = int(labels.sum())
+    if total_positives is None:
+        return scored
+    if total_positives < scored:
+        raise ValueError(f"total_positives={total_positives} is fewer than the {scored} scored positives")
+    return total_positives
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Precision, recall and F1 of deciding "match" at a threshold."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+
+
+def _decisions(threshold: float, true_positives: int, accepted: int, positives: int) -> Decisions:
+    precision = true_positives / accepted if accepted else float("nan")
+    recall = true_positives / positives if positives else float("nan")
+    f1 = 2 * true_positives / (accepted + positives) if accepted + positives else float("nan")
+    return Decisions(threshold, precision, recall, f1)
+
+
+def decisions_at(scores: np.ndarray, labels: np.ndarray, threshold: float, *, total_positives: int | None = None) -> Decisions:
+    """Precision, recall and F1 of calling every pair scoring at least threshold a match."""
+    y = _binary(labels, "labels")
+    accepted = np.asarray(scores, dtype=np.float64) >= threshold
+    return _decisions(threshold, int(y[accepted].sum()), int(accepted.sum()), _denominator(y, total_positives))
+
+
+def best_decisions(scores: np.ndarray, labels: np.ndarray, *, total_positives: int | None = None) -> Decisions:
+    """The threshold with the highest F1 (an optimistic figure: the threshold is chosen on the pairs it is scored on)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = _binary(labels, "labels")
+    positives = _denominator(y, total_positives)
+    if not len(s) or not positives:
+        return Decisions(float("nan"), float("nan"), float("nan"), float("nan"))
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    true_positives, accepted = np.cumsum(y), np.arange(1, len(s) + 1)
+    run_end = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    f1 = 2 * true_positives[run_end] / (accepted[run_end] + positives)
+    best = run_end[int(np.argmax(f1))]
+    return _decisions(float(s[best]), int(true_positives[best]), int(accepted[best]), positives)
 
 
 def dcg_at_k(relevance: Sequence[int] | np.ndarray, k: int) -> float:

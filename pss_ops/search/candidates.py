@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pss_ops import storage
-from pss_ops.config import AppConfig, DenseRetriever, LexicalRetriever
+from pss_ops.config import AppConfig, DenseRetriever, LexicalRetriever, PrecomputedVectorFeature, TextEmbeddingFeature, feature_name
 from pss_ops.features.retriever_inputs import read_input
 from pss_ops.manifests import BuiltIndex
 from pss_ops.search.dense import filtered_search, index_vectors
@@ -35,6 +35,44 @@ def score_column(retriever: str) -> str:
 def found_column(retriever: str) -> str:
     """The query output's column saying whether the retriever's own top list held the row."""
     return f"found_{retriever}"
+
+
+def cosine_column(feature: str) -> str:
+    """The query output's column of one compound-embedding feature's own cosine (a matcher input)."""
+    return f"cos_{feature}"
+
+
+def feature_blocks(config: AppConfig) -> dict[str, slice]:
+    """Where each dense feature's block lies in the compound vector, for the features whose own cosine is kept.
+
+    Dense blocks only (text embeddings, precomputed vectors): a hashed lexical block is thousands of mostly-zero
+    dimensions, and its evidence reaches the matcher as title overlap instead. None when the searched vectors are
+    not the compound (a learned model maps it) or hold one block (whose cosine is the dense score itself).
+    """
+    if config.embedding_model is not None or len(config.features) < 2:
+        return {}
+    blocks, start = {}, 0
+    for feature in config.features:
+        if isinstance(feature, TextEmbeddingFeature | PrecomputedVectorFeature):
+            blocks[feature_name(feature)] = slice(start, start + feature.dim)
+        start += feature.dim
+    return blocks
+
+
+# Pairs per gather when reading one feature block's cosines: bounds the copy to a few MB.
+_BLOCK_PAIRS = 16_384
+
+
+def _block_cosines(queries: np.ndarray, base: np.ndarray, query_rows: np.ndarray, rows: np.ndarray, block: slice) -> np.ndarray:
+    """Cosine of one block of the (query, row) pairs' vectors; NaN where either block is zero (the input was empty)."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), _BLOCK_PAIRS):
+        stop = start + _BLOCK_PAIRS
+        a, b = queries[query_rows[start:stop], block], base[rows[start:stop], block]
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:stop] = np.clip(np.einsum("ij,ij->i", a, b) / norms, -1.0, 1.0)
+    return out
 
 
 def fused_scores(config: AppConfig, scores: dict[str, np.ndarray]) -> np.ndarray:
@@ -113,6 +151,7 @@ def search_scope(
     """Each query's union of the retrievers' best `fetch` eligible candidates (self excluded), fused and ranked."""
     names = [r.name for r in config.retrievers]
     dense = next(r for r in config.retrievers if isinstance(r, DenseRetriever))
+    blocks = feature_blocks(config)
     rules = config.post_filter
     id_tables: dict[int, pa.Table] = {}
     kept: dict[str, np.ndarray] | None = None
@@ -176,10 +215,12 @@ def search_scope(
                     cosines[missing] = pair_scores(exact_queries[name], exact_rows[name], query_rows[missing], rows[missing])
             part[score_column(name)] = cosines
             part[found_column(name)] = flags
+        for feature, block in blocks.items():
+            part[cosine_column(feature)] = _block_cosines(vectors, index_vectors(index), query_rows, rows, block)
         # Across index partitions a row survives while some retriever still counts it among its best fetch.
         kept = part if kept is None else _keep_best({key: np.concatenate([kept[key], part[key]]) for key in part}, names, fetch)
         del index, exact_rows
-    return ScopeSearch(_table(config, queries, kept, id_tables, names), exact, fallback)
+    return ScopeSearch(_table(config, queries, kept, id_tables, names, list(blocks)), exact, fallback)
 
 
 def _ranks(position: np.ndarray) -> np.ndarray:
@@ -190,13 +231,20 @@ def _ranks(position: np.ndarray) -> np.ndarray:
 
 
 def _table(
-    config: AppConfig, queries: pa.Table, rows: dict[str, np.ndarray] | None, id_tables: dict[int, pa.Table], names: list[str]
+    config: AppConfig,
+    queries: pa.Table,
+    rows: dict[str, np.ndarray] | None,
+    id_tables: dict[int, pa.Table],
+    names: list[str],
+    features: list[str],
 ) -> pa.Table:
-    """The kept candidate rows by query, then fused score: q_/c_ attribute columns, each retriever's score and flag."""
+    """The kept candidate rows by query, then fused score: q_/c_ attribute columns, each retriever's score and flag,
+    each dense feature's own cosine."""
     if rows is None:
         rows = {"_position": np.zeros(0, np.int64), "_packed": np.zeros(0, np.int64)}
         rows.update({score_column(n): np.zeros(0, np.float32) for n in names})
         rows.update({found_column(n): np.zeros(0, bool) for n in names})
+        rows.update({cosine_column(f): np.zeros(0, np.float32) for f in features})
     fused = fused_scores(config, {n: rows[score_column(n)] for n in names})
     # Ties in the fused score go to the smaller packed id, so reruns rank identically.
     order = np.lexsort((rows["_packed"], -fused, rows["_position"]))
@@ -229,6 +277,8 @@ def _table(
     for name in names:
         columns[score_column(name)] = pa.array(rows[score_column(name)][order].astype(np.float64))
         columns[found_column(name)] = pa.array(rows[found_column(name)][order])
+    for feature in features:
+        columns[cosine_column(feature)] = pa.array(rows[cosine_column(feature)][order])
     for a in config.filter_attributes:
         columns[f"q_{a}"] = queries.column(a).take(by_query)
         columns[f"c_{a}"] = scope_ids.column(a).take(by_candidate)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pss_ops import layout, storage
 from pss_ops.config import AppConfig
 from pss_ops.manifests import FilteredPartition, QueriedPartition, RunContext
+from pss_ops.matching.registry import load_matcher_cached
+from pss_ops.matching.scoring import match_probabilities
 from pss_ops.search.candidates import found_column, score_column
 from pss_ops.search.filters import filter_mask, rank_top_k
 from pss_ops.timing import timed
@@ -39,12 +42,53 @@ def retriever_scores(table: pa.Table, config: AppConfig) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
+def _by_probability(table: pa.Table, probability: np.ndarray) -> np.ndarray:
+    """Row order with each query's rows (contiguous in the query output) by match probability, then fused score."""
+    queries = table.column("query_item_id")
+    n = table.num_rows
+    starts = np.ones(n, dtype=bool)
+    if n > 1:
+        starts[1:] = pc.not_equal(queries.slice(1), queries.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    return np.lexsort((-table.column("score").to_numpy(), -probability, np.cumsum(starts)))
+
+
+def apply_matcher(
+    ctx: RunContext, queried: QueriedPartition, table: pa.Table, survive: np.ndarray, removed: dict[str, int]
+) -> tuple[pa.Table, np.ndarray]:
+    """The table with match_probability, ranked by it within each query; min_match_probability applied to survive."""
+    config = ctx.config
+    if config.matcher is None:
+        return table.append_column("match_probability", pa.nulls(table.num_rows, pa.float64())), survive
+    matcher, spec = load_matcher_cached(config.matcher.registry_uri, config.matcher.model_id)
+    retrievers = tuple(r.name for r in config.retrievers)
+    if spec.retrievers != retrievers:
+        raise ValueError(
+            f"matcher {config.matcher.model_id} was trained with retrievers {', '.join(spec.retrievers)}; "
+            f"this config has {', '.join(retrievers)}: retrain it with pss train-matcher"
+        )
+    probability = match_probabilities(matcher, config, ctx.run_uri, queried.scope, table)
+    floor = config.post_filter.min_match_probability
+    if floor is not None:
+        below = probability < floor
+        removed["min_match_probability"] = int((survive & below).sum())
+        survive = survive & ~below
+    order = _by_probability(table, probability)
+    table = table.take(pa.array(order)).append_column("match_probability", pa.array(probability[order]))
+    return table, survive[order]
+
+
+def _at_least(values: pa.ChunkedArray, threshold: float) -> int:
+    return int(pc.sum(pc.greater_equal(values, threshold)).as_py() or 0)
+
+
 def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> FilteredPartition:
-    """Apply the post-filter to one queried partition and write rows in the warehouse shape."""
+    """Apply the post-filter (and the matcher, when set) to one queried partition and write rows in the warehouse shape."""
     config = ctx.config
     with timed(f"post_filter {queried.name}") as timer:
         table = storage.read_parquet(queried.uri)
         survive, removed = filter_mask(table, config.post_filter)
+        with timed(f"match {queried.name}") as matching:
+            table, survive = apply_matcher(ctx, queried, table, survive, removed)
         top, rank = rank_top_k(table, survive, config.k)
         n = top.num_rows
         # The warehouse table's shape decides the column order and types (warehouse.schema).
@@ -62,6 +106,7 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
                     "run_id": pa.array([ctx.run_id] * n),
                     "found_by": found_by(top, ctx.config),
                     "retriever_scores": retriever_scores(top, ctx.config),
+                    "match_probability": top.column("match_probability"),
                 }
             )
             .select(shape.names)
@@ -79,6 +124,8 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
         queries_short_of_k=queries_short,
         candidates_removed=removed,
         seconds=timer.seconds,
+        rows_matched=None if config.matcher is None else _at_least(output.column("match_probability"), config.matcher.match_threshold),
+        matching_seconds=None if config.matcher is None else matching.seconds,
     )
     result.write(layout.filter_manifest(ctx.run_uri, queried.name))
     log.info("post_filter %s: %d rows, %d queries short of k=%d, removed %s", queried.name, n, queries_short, config.k, removed)

@@ -61,6 +61,28 @@ def _scopes_without_candidates(queried: list[QueriedPartition]) -> list[str]:
     return sorted(scope for scope, empty in scopes.items() if empty)
 
 
+def _matching_summary(
+    ctx: RunContext, filtered: list[FilteredPartition], queried: list[QueriedPartition], published: PublishResult
+) -> dict[str, Any] | None:
+    """The matcher's share of the run: which one, its decisions, its groups, and its time beside the search's."""
+    matcher = ctx.config.matcher
+    if matcher is None:
+        return None
+    matching_seconds = round(sum(f.matching_seconds or 0.0 for f in filtered), 3)
+    query_seconds = sum(q.seconds for q in queried)
+    return {
+        "matcher_id": matcher.model_id,
+        "registry_uri": matcher.registry_uri,
+        "match_threshold": matcher.match_threshold,
+        "rows_matched": sum(f.rows_matched or 0 for f in filtered),
+        "duplicate_groups": published.duplicate_groups,
+        "items_in_groups": published.items_in_groups,
+        "seconds": matching_seconds,
+        # The issue's budget: matching adds at most a quarter to the search (query) step.
+        "seconds_over_query": round(matching_seconds / query_seconds, 4) if query_seconds else None,
+    }
+
+
 def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Gather every manifest of the run into run_summary.json and return it."""
     with timed("report"):
@@ -131,6 +153,7 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
             "scopes_without_candidates": _scopes_without_candidates(queried),
         },
         "post_filter": {"candidates_removed": removed, **ctx.config.post_filter.model_dump(mode="json")},
+        "matching": _matching_summary(ctx, filtered, queried, published),
         "publish": published.model_dump(mode="json"),
         "step_seconds": {
             "plan": plan.seconds,
