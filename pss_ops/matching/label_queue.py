@@ -60,14 +60,16 @@ def _labelled_keys(uris: Sequence[str]) -> set[str]:
 
 def _spread(frame: pd.DataFrame, n: int, uncertain: bool) -> pd.DataFrame:
     """n pairs dealt across categories in turn; within one, by uncertainty or evenly over the score range."""
+    categories = frame.groupby("category", sort=True)
+    # A category's fair share: spread evenly, its first share of pairs spans its whole score range.
+    share = -(-n // max(categories.ngroups, 1))
     picked = []
-    for _, rows in frame.groupby("category", sort=True):
+    for _, rows in categories:
         if uncertain:
             rows = rows.assign(_order=(rows["match_probability"] - 0.5).abs()).sort_values(["_order", "key"], kind="stable")
         else:
             rows = rows.sort_values(["score", "key"], ascending=[False, True], kind="stable")
-            # Evenly spaced positions over the ranking: the first n of them visit the whole range.
-            spaced = np.unique(np.linspace(0, len(rows) - 1, num=min(n, len(rows))).round().astype(int))
+            spaced = np.unique(np.linspace(0, len(rows) - 1, num=min(share, len(rows))).round().astype(int))
             rows = pd.concat([rows.iloc[spaced], rows.drop(rows.index[spaced])])
         picked.append(rows.assign(_turn=np.arange(len(rows))))
     dealt = pd.concat(picked).sort_values(["_turn", "category"], kind="stable")

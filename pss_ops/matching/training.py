@@ -97,7 +97,7 @@ def check_items(uri: str, labelled: pd.DataFrame, catalog_plan: CatalogPlan) -> 
         if len(unknown):
             at = labelled.iloc[int(unknown[0])]
             raise LabelError(
-                f"{uri} line {at['line']}: {column} {at[column]!r} is not an accepted item of the catalog "
+                f"{uri} row {at['line'] - 1} (line {at['line']}): {column} {at[column]!r} is not an accepted item of the catalog "
                 f"(not in it, rejected (see rejects.csv), or outside the chosen categories); "
                 f"{len(unknown)} row(s) name such items in {column}"
             )

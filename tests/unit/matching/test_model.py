@@ -1,0 +1,48 @@
+"""The matcher on the real subset's candidate pairs: held-out calibration, folds that keep products whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pss_ops.matching.model import Calibration, fit_matcher, pair_folds
+from tests.unit.matching.conftest import Labelled
+
+
+def test_probabilities_are_calibrated_on_held_out_pairs(labelled: Labelled) -> None:
+    folds = pair_folds(labelled.pairs["id_a"], labelled.pairs["id_b"], labelled.labels, 2, seed=0)
+    train, test = folds == 0, folds == 1
+    matcher = fit_matcher(labelled.features[train], labelled.labels[train], labelled.pairs[train], seed=0)
+    probability, truth = matcher.probabilities(labelled.features[test]), labelled.labels[test]
+    assert truth.sum() > 100 and (1 - truth).sum() > 1000
+    # Within each band holding enough pairs, the share of matches is close to the mean probability claimed.
+    for low, high in ((0.0, 0.2), (0.2, 0.8), (0.8, 1.01)):
+        band = (probability >= low) & (probability < high)
+        assert band.sum() >= 20, (low, high)
+        assert abs(truth[band].mean() - probability[band].mean()) < 0.1, (low, high)
+    # The decision users rely on: pairs at 0.9 or more are matches about 90% of the time.
+    sure = probability >= 0.9
+    assert sure.sum() > 50 and truth[sure].mean() >= 0.85
+    # And far better than knowing only the base rate.
+    assert np.mean((probability - truth) ** 2) < 0.3 * np.mean((truth.mean() - truth) ** 2)
+
+
+def test_folds_keep_each_product_whole() -> None:
+    pairs = pd.DataFrame({"id_a": ["a", "b", "c", "e", "g", "a"], "id_b": ["b", "c", "d", "f", "h", "e"]})
+    labels = np.array([1, 1, 1, 1, 1, 0])
+    folds = pair_folds(pairs["id_a"], pairs["id_b"], labels, 3, seed=1)
+    # a-b-c-d is one product: its three matches share a fold; the non-match goes with its first item.
+    assert folds[0] == folds[1] == folds[2] == folds[5]
+    assert np.array_equal(folds, pair_folds(pairs["id_a"], pairs["id_b"], labels, 3, seed=1))
+
+
+def test_calibration_keeps_the_order_of_margins_between_its_steps() -> None:
+    rng = np.random.default_rng(0)
+    margins = rng.normal(size=2000)
+    labels = (rng.random(2000) < 1 / (1 + np.exp(-3 * margins))).astype(int)
+    calibration = Calibration.fit(margins, labels)
+    inside = np.linspace(calibration.scores[0], calibration.scores[-1], 500)
+    assert np.all(np.diff(calibration(inside)) > 0)
+    assert calibration(np.array([-50.0]))[0] == pytest.approx(calibration.probabilities[0])
+    assert 0.0 <= min(calibration.probabilities) and max(calibration.probabilities) <= 1.0
