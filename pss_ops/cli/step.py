@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pss_ops import layout
+from pss_ops import layout, storage
 from pss_ops.config import load_config, with_k
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION, read_training_config
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPlan, QueriedPartition, RunContext
+from pss_ops.orchestration.matcher_training import matcher_report_uri, matcher_work_uri
 from pss_ops.orchestration.training import training_report_uri
 
 # --- shared with `pss run` and `pss train` ----------------------------------------------------------
@@ -114,6 +115,17 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="application config (its features define the compound input)")
     parser.add_argument("--catalog", help="catalog the pairs' items come from")
     add_training_arguments(parser, in_step=True)
+
+
+def _train_matcher_options(parser: argparse.ArgumentParser) -> None:
+    # `pss train-matcher`'s options; its --out and --report are the run's work folder and report.json.
+    _run_uri_option(parser)
+    # Optional in argparse, as for train: _train_matcher_step names all four in one message.
+    parser.add_argument("--config", help="application config (YAML): its retrievers produce the candidate pairs")
+    parser.add_argument("--catalog", help="catalog holding every labelled item (.csv, .csv.gz, .parquet)")
+    parser.add_argument("--pairs", help="labelled pairs CSV: id_a,id_b,label (1 same product, 0 not)")
+    parser.add_argument("--registry", help="model registry folder (local or s3://)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the trees")
 
 
 # --- handlers ---------------------------------------------------------------------------------------
@@ -255,6 +267,25 @@ def _train_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_matcher_step(args: argparse.Namespace) -> int:
+    # Imported here: lightgbm loads only when a matcher is trained, not for every `pss` invocation.
+    from pss_ops.matching.training import train_matcher
+
+    if not (args.config and args.catalog and args.pairs and args.registry):
+        raise SystemExit("pss step train-matcher: --config, --catalog, --pairs and --registry are required")
+    report = train_matcher(
+        load_config(args.config),
+        catalog_uri=args.catalog,
+        pairs_uri=args.pairs,
+        registry_uri=args.registry,
+        work_dir=matcher_work_uri(args.run_uri),
+        seed=args.seed,
+    )
+    storage.write_json(matcher_report_uri(args.run_uri), report)
+    print(json.dumps(report, default=str))
+    return 0
+
+
 # --- the dispatch table -------------------------------------------------------------------------------
 
 
@@ -279,6 +310,11 @@ STEPS: dict[str, Step] = {
     "publish": Step("write the run's Parquet and replace its categories in the warehouse", _publish_options, _publish),
     "report": Step("write and print run_summary.json: counts, step times, cache and search recall", _run_uri_option, _report),
     "train": Step("train, evaluate and register a SiameseNet (never promotes); report in RUN/train", _train_options, _train_step),
+    "train-matcher": Step(
+        "train, evaluate and register a pair matcher (never promotes); search in RUN/work, report RUN/report.json",
+        _train_matcher_options,
+        _train_matcher_step,
+    ),
 }
 
 

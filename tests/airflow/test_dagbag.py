@@ -19,6 +19,7 @@ from tests.conftest import EXAMPLE_CONFIG, ROOT, write_config
 
 DAG_ID = "pss_near_identical"
 TRAIN_DAG_ID = "pss_train_near_identical"
+TRAIN_MATCHER_DAG_ID = "pss_train_matcher_near_identical"
 ORDER = [
     "prepare_run",
     "plan",
@@ -64,8 +65,8 @@ def test_default_parse_has_no_import_errors_and_only_configs_with_a_catalog(defa
     assert DAG_ID in default_bag.dags
     assert load_config(ROOT / "examples" / "visually_similar_same_color.yaml").catalog_uri is None
     assert "pss_visually_similar_same_color" not in default_bag.dags
-    # The similarity DAG (dags/pss_similarity.py) and its training DAG (dags/pss_training.py).
-    assert sorted(default_bag.dags) == [DAG_ID, TRAIN_DAG_ID]
+    # The similarity DAG (dags/pss_similarity.py), its training DAG (dags/pss_training.py) and its matcher-training DAG.
+    assert sorted(default_bag.dags) == sorted([DAG_ID, TRAIN_DAG_ID, TRAIN_MATCHER_DAG_ID])
 
 
 def test_dag_scheduling_ownership_and_retries(dag: Any) -> None:
@@ -197,7 +198,10 @@ print(json.dumps({
 """
 
 
-@pytest.mark.parametrize(("dag_file", "dag_ids"), [("pss_similarity.py", [DAG_ID]), ("pss_training.py", [TRAIN_DAG_ID])])
+@pytest.mark.parametrize(
+    ("dag_file", "dag_ids"),
+    [("pss_similarity.py", [DAG_ID]), ("pss_training.py", [TRAIN_DAG_ID]), ("pss_train_matcher.py", [TRAIN_MATCHER_DAG_ID])],
+)
 def test_dag_file_is_wiring_only(tmp_path: Path, dag_file: str, dag_ids: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSS_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "plugins"), str(ROOT), env.get("PYTHONPATH")) if p)
@@ -334,9 +338,9 @@ def test_forced_batch_without_batch_section_is_an_import_error(
     monkeypatch.setenv("PSS_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("PSS_EXECUTOR", "batch")
     bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert DAG_ID not in bag.dags and TRAIN_DAG_ID not in bag.dags
-    # One import error per DAG file: the similarity and the training DAG refuse alike.
-    assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_training.py"]
+    assert not {DAG_ID, TRAIN_DAG_ID, TRAIN_MATCHER_DAG_ID} & set(bag.dags)
+    # One import error per DAG file: the similarity and both training DAGs refuse alike.
+    assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_train_matcher.py", "pss_training.py"]
     for error in bag.import_errors.values():
         assert "PSS_EXECUTOR=batch" in error and "no batch section" in error
 
@@ -348,6 +352,6 @@ def test_bogus_executor_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PSS_EXECUTOR", "bogus")
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.dags
-    assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_training.py"]
+    assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_train_matcher.py", "pss_training.py"]
     for error in bag.import_errors.values():
         assert "PSS_EXECUTOR" in error and "bogus" in error
