@@ -68,16 +68,16 @@ def _jaccard(sets: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, shared / union, np.nan).astype(np.float32)
 
 
-def _own_ranks(pairs: pd.DataFrame, score: str, found: str) -> np.ndarray:
+def _own_ranks(query: np.ndarray, score: np.ndarray, found: np.ndarray) -> np.ndarray:
     """1-based rank of each found row among its query's found rows by this retriever's score; NaN if not found."""
-    ranks = np.full(len(pairs), np.nan, dtype=np.float32)
-    hit = pairs[found].to_numpy(dtype=bool)
-    if hit.any():
-        ranked = pairs.loc[hit, ["query_item_id", score]].copy()
-        ranked["_order"] = np.arange(len(ranked))
-        ranked = ranked.sort_values(["query_item_id", score], ascending=[True, False], kind="stable")
-        position = ranked.groupby("query_item_id", sort=False).cumcount().to_numpy() + 1
-        ranks[np.flatnonzero(hit)[ranked["_order"].to_numpy()]] = position
+    ranks = np.full(len(query), np.nan, dtype=np.float32)
+    hit = np.flatnonzero(found)
+    if len(hit):
+        order = hit[np.lexsort((-score[hit], query[hit]))]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = query[order][1:] != query[order][:-1]
+        first = np.flatnonzero(starts)
+        ranks[order] = np.arange(len(order)) - first[np.cumsum(starts) - 1] + 1
     return ranks
 
 
@@ -89,22 +89,6 @@ def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence
     items: indexed by item_id, with title and optionally brand, price and the attribute columns; every pair's
     items must be in it.
     """
-    features: dict[str, np.ndarray] = {}
-    keys = pairs["query_item_id"].astype(str) + "\x00" + pairs["candidate_item_id"].astype(str)
-    reverse_keys = pairs["candidate_item_id"].astype(str) + "\x00" + pairs["query_item_id"].astype(str)
-    reverse_row = pd.Series(np.arange(len(pairs)), index=keys.to_numpy()).reindex(reverse_keys.to_numpy()).to_numpy()
-    has_reverse = ~np.isnan(reverse_row)
-    reverse_at = np.where(has_reverse, reverse_row, 0).astype(np.int64)
-    for name in retrievers:
-        score = pairs[f"score_{name}"].to_numpy(dtype=np.float32)
-        rank = _own_ranks(pairs, f"score_{name}", f"found_{name}")
-        features[f"{name}_score"] = score
-        features[f"{name}_rank"] = rank
-        features[f"{name}_reverse_score"] = np.where(has_reverse, score[reverse_at], np.nan).astype(np.float32)
-        features[f"{name}_reverse_rank"] = np.where(has_reverse, rank[reverse_at], np.nan).astype(np.float32)
-    for column in sorted(c for c in pairs.columns if c.startswith(COSINE_PREFIX)):
-        features[f"{column[len(COSINE_PREFIX) :]}_cosine"] = pairs[column].to_numpy(dtype=np.float32)
-
     item_index = pd.Index(items.index)
     if not item_index.is_unique:
         raise ValueError("pair features need one row per item id; the items table repeats some")
@@ -114,6 +98,25 @@ def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence
     if len(unknown):
         row = pairs.iloc[unknown[0]]
         raise ValueError(f"pair ({row['query_item_id']!r}, {row['candidate_item_id']!r}) names an item the items table lacks")
+
+    features: dict[str, np.ndarray] = {}
+    # The reverse pair's row: pairs as integer keys, looked up in sorted order.
+    n = np.int64(max(len(item_index), 1))
+    keys, reverse_keys = query * n + candidate, candidate * n + query
+    by_key = np.argsort(keys, kind="stable")
+    at = np.minimum(np.searchsorted(keys[by_key], reverse_keys), max(len(keys) - 1, 0))
+    has_reverse = (keys[by_key][at] == reverse_keys) if len(keys) else np.zeros(0, bool)
+    reverse_at = np.where(has_reverse, by_key[at] if len(keys) else 0, 0)
+    for name in retrievers:
+        score = pairs[f"score_{name}"].to_numpy(dtype=np.float32)
+        rank = _own_ranks(query, score, pairs[f"found_{name}"].to_numpy(dtype=bool))
+        features[f"{name}_score"] = score
+        features[f"{name}_rank"] = rank
+        features[f"{name}_reverse_score"] = np.where(has_reverse, score[reverse_at], np.nan).astype(np.float32)
+        features[f"{name}_reverse_rank"] = np.where(has_reverse, rank[reverse_at], np.nan).astype(np.float32)
+    for column in sorted(c for c in pairs.columns if c.startswith(COSINE_PREFIX)):
+        features[f"{column[len(COSINE_PREFIX) :]}_cosine"] = pairs[column].to_numpy(dtype=np.float32)
+
     # Only the items the pairs name are read: `used` are their rows in items, query and candidate index into it.
     used, position = np.unique(np.concatenate([query, candidate]), return_inverse=True)
     items = items.iloc[used]
