@@ -32,9 +32,21 @@ venv: $(STAMP)
 
 demo: demo-run demo-dag
 
+# Then match decisions, as a user gets them: label half the items' candidate pairs (here from the known
+# matches), train a matcher (its id is the one line it prints), paste it into the config, run again, and
+# evaluate the other half's pairs.
 demo-run: $(STAMP)
 	$(BIN)/pss run --config examples/near_identical.yaml --catalog data/amazon_google/catalog.csv --out $(OUT)
 	$(BIN)/pss evaluate --pairs $(OUT)/similar_items.parquet --truth data/amazon_google/matches.csv
+	$(BIN)/python examples/labels_from_truth.py --pairs $(OUT)/similar_items.parquet \
+		--truth data/amazon_google/matches.csv --out-dir $(OUT)/labels
+	$(BIN)/pss train-matcher --config examples/near_identical.yaml --catalog data/amazon_google/catalog.csv \
+		--pairs $(OUT)/labels/train_pairs.csv --registry $(OUT)/matchers --out $(OUT) > $(OUT)/labels/matcher_id
+	{ cat examples/near_identical.yaml; printf 'matcher:\n  registry_uri: %s\n  model_id: %s\n' \
+		"$(abspath $(OUT))/matchers" "$$(cat $(OUT)/labels/matcher_id)"; } > $(OUT)/near_identical_matched.yaml
+	$(BIN)/pss run --config $(OUT)/near_identical_matched.yaml --catalog data/amazon_google/catalog.csv --out $(OUT)
+	$(BIN)/pss evaluate --pairs $(OUT)/similar_items.parquet --truth $(OUT)/labels/test_truth.csv \
+		--items $(OUT)/labels/test_items.csv
 
 demo-dag: $(STAMP)
 	@mkdir -p $(OUT)/airflow-home

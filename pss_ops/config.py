@@ -264,7 +264,7 @@ class MatcherRef(_Strict):
     match_threshold: float = Field(0.5, gt=0, le=1)
 
 
-BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report", "train"]
+BatchStep = Literal["plan", "embed", "plan_index", "build_index", "search", "publish", "report", "train", "train_matcher"]
 
 
 class BatchStepResources(_Strict):

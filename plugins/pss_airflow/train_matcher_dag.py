@@ -59,8 +59,8 @@ def build_train_matcher_dag(config_path: str | Path, settings: PssSettings | Non
     cache_uri = settings.cache_uri or config.cache.uri
     default_registry = default_matcher_registry_uri(runs_root) if runs_root else None
     uses_aws = any(u and u.startswith(("s3://", "dynamodb://")) for u in (runs_root, catalog_uri, cache_uri))
-    # The step runs a search over the whole catalog and fits the trees in one job: the training queue's size, as `pss step train`.
-    resources = config.batch.resources("train") if config.batch else None
+    # Its own entry (batch.steps.train_matcher): the trees need CPUs, never the embedding trainer's GPU queue.
+    resources = config.batch.resources("train_matcher") if config.batch else None
 
     def configure_s3(*uris: str) -> None:
         if uses_aws or any(u.startswith("s3://") for u in uris):

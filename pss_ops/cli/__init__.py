@@ -24,6 +24,7 @@ from pss_ops.cli.step import (
     STEPS,
     WAREHOUSE_ENV,
     add_step_parser,
+    add_train_matcher_arguments,
     add_training_arguments,
     categories,
     iso_date,
@@ -273,12 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     train_matcher = sub.add_parser("train-matcher", help="train a pair matcher on labelled pairs, measure it, register it (never promotes)")
-    train_matcher.add_argument("--config", required=True, help="application config (YAML): its retrievers produce the candidate pairs")
-    train_matcher.add_argument("--catalog", required=True, help="catalog holding every labelled item (.csv, .csv.gz, .parquet)")
-    train_matcher.add_argument("--pairs", required=True, help="labelled pairs CSV: id_a,id_b,label (1 same product, 0 not)")
-    train_matcher.add_argument("--registry", required=True, help="model registry folder (local or s3://)")
-    train_matcher.add_argument("--out", help="keep the search run here (default: a temporary folder)")
-    train_matcher.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the trees")
+    add_train_matcher_arguments(train_matcher, in_step=False)
+    train_matcher.add_argument(
+        "--out", help="folder for the search run, as pss run --out (its embedding cache is reused); default: a temporary folder"
+    )
     train_matcher.add_argument("--report", help="write the training report as JSON to this file")
     train_matcher.set_defaults(func=cmd_train_matcher)
 

@@ -117,15 +117,23 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, in_step=True)
 
 
-def _train_matcher_options(parser: argparse.ArgumentParser) -> None:
-    # `pss train-matcher`'s options; its --out and --report are the run's work folder and report.json.
-    _run_uri_option(parser)
-    # Optional in argparse, as for train: _train_matcher_step names all four in one message.
-    parser.add_argument("--config", help="application config (YAML): its retrievers produce the candidate pairs")
-    parser.add_argument("--catalog", help="catalog holding every labelled item (.csv, .csv.gz, .parquet)")
-    parser.add_argument("--pairs", help="labelled pairs CSV: id_a,id_b,label (1 same product, 0 not)")
-    parser.add_argument("--registry", help="model registry folder (local or s3://)")
+def add_train_matcher_arguments(parser: argparse.ArgumentParser, *, in_step: bool) -> None:
+    """The options of `pss train-matcher`, shared with `pss step train-matcher`.
+
+    Optional in the step, as for train: its handler names all four missing ones in one message.
+    """
+    required = not in_step
+    parser.add_argument("--config", required=required, help="application config (YAML): its retrievers produce the candidate pairs")
+    parser.add_argument("--catalog", required=required, help="catalog holding every labelled item (.csv, .csv.gz, .parquet)")
+    parser.add_argument("--pairs", required=required, help="labelled pairs CSV: id_a,id_b,label (1 same product, 0 not)")
+    parser.add_argument("--registry", required=required, help="model registry folder (local or s3://)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the trees")
+
+
+def _train_matcher_options(parser: argparse.ArgumentParser) -> None:
+    # The step's work folder and report.json are the run's (pss train-matcher's --out and --report).
+    _run_uri_option(parser)
+    add_train_matcher_arguments(parser, in_step=True)
 
 
 # --- handlers ---------------------------------------------------------------------------------------
