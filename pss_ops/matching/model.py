@@ -3,10 +3,9 @@
 LightGBM, chosen by measurement (bench/matching.py: as accurate as XGBoost and scikit-learn's
 HistGradientBoosting on both benchmarks, and its model is a plain text file, a safe format to load).
 
-Calibration: the trees' scores on pairs they were not trained on (5 folds by connected component of the
-labelled-pair graph, so no item is on both sides) are fitted to the labels by isotonic regression. Isotonic
-regression gives a step function; its steps' centres are joined by straight lines instead, so that the published
-probability keeps the trees' order of pairs (ties only beyond the first and last step) while staying calibrated.
+Calibration: the trees' margins on pairs they were not trained on (5 folds, each product's offers kept in one)
+are fitted to the labels by a logistic curve (Platt scaling); the registered trees, trained on every pair, are
+read through that curve.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.isotonic import IsotonicRegression
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
 
 from pss_ops.resources import usable_cpus
 
@@ -47,33 +47,32 @@ TREE_PARAMS: dict[str, float | int | str | bool] = {
 
 @dataclass(frozen=True)
 class Calibration:
-    """Piecewise-linear map from the trees' score to a probability, through the isotonic steps' centres."""
+    """Probability = sigmoid(slope * margin + intercept) (Platt scaling), fitted on out-of-fold margins.
 
-    scores: tuple[float, ...]
-    probabilities: tuple[float, ...]
+    Strictly increasing, so the published probability keeps the trees' order of pairs: isotonic regression,
+    measured beside it (bench/matching.py), was as well calibrated but maps whole ranges of margins to one
+    value, so the surest pairs tied at 1.0 and could not be ranked against each other.
+    """
+
+    slope: float
+    intercept: float
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return np.interp(np.asarray(raw, dtype=np.float64), self.scores, self.probabilities)
+        return np.asarray(expit(self.slope * np.asarray(raw, dtype=np.float64) + self.intercept))
 
     def settled_beyond(self, tolerance: float) -> float:
-        """A margin past which (either way) every score maps to within tolerance of the calibration's end value."""
-        probabilities = np.asarray(self.probabilities)
-        low = probabilities <= probabilities[0] + tolerance
-        high = probabilities >= probabilities[-1] - tolerance
-        # The last step still near the lowest probability, the first already near the highest.
-        settled_low = self.scores[int(np.flatnonzero(~low)[0]) - 1] if (~low).any() else self.scores[-1]
-        settled_high = self.scores[int(np.flatnonzero(high)[0])]
-        return max(-settled_low, settled_high, 0.0)
+        """A margin past which (either way) every probability is within tolerance of 0 or of 1."""
+        bound = float(logit(1.0 - tolerance))
+        return max(abs((bound - self.intercept) / self.slope), abs((-bound - self.intercept) / self.slope))
 
     @classmethod
     def fit(cls, raw: np.ndarray, labels: np.ndarray) -> Calibration:
-        isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, labels)
-        xs, ys = np.asarray(isotonic.X_thresholds_), np.asarray(isotonic.y_thresholds_)
-        # A step is a run of equal probabilities; its centre is halfway between its first and last score.
-        starts = np.flatnonzero(np.concatenate([[True], ys[1:] != ys[:-1]]))
-        ends = np.concatenate([starts[1:], [len(ys)]]) - 1
-        centres = (xs[starts] + xs[ends]) / 2
-        return cls(tuple(float(x) for x in centres), tuple(float(y) for y in ys[starts]))
+        # A very weak penalty: two parameters fitted on thousands of pairs need no shrinking.
+        fitted = LogisticRegression(C=1e6).fit(np.asarray(raw, dtype=np.float64)[:, None], labels)
+        slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+        if slope <= 0:
+            raise ValueError("the trees' out-of-fold scores do not rise with the labels; the labelled pairs hold no usable signal")
+        return cls(slope, intercept)
 
 
 def _params(seed: int) -> dict[str, float | int | str | bool]:

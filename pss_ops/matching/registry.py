@@ -43,8 +43,9 @@ class MatcherSpec(BaseModel):
     features: tuple[str, ...]
     retrievers: tuple[str, ...]
     compound_model_id: str
-    calibration_scores: tuple[float, ...]
-    calibration_probabilities: tuple[float, ...]
+    # Probability = sigmoid(calibration_slope * margin + calibration_intercept).
+    calibration_slope: float
+    calibration_intercept: float
     training: dict[str, Any]
     holdout: dict[str, Any]
     created_at: str | None = None
@@ -91,7 +92,7 @@ def load_matcher(registry_uri: str, matcher_id: str) -> tuple[Matcher, MatcherSp
         raise MatcherRegistryError(
             f"matcher {matcher_id}: the trees read {booster.num_feature()} features, {SPEC_FILE} lists {len(spec.features)}"
         )
-    calibration = Calibration(spec.calibration_scores, spec.calibration_probabilities)
+    calibration = Calibration(spec.calibration_slope, spec.calibration_intercept)
     return Matcher(booster, calibration, tuple(spec.features)), spec
 
 

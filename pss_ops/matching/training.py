@@ -200,8 +200,8 @@ def train_matcher(
         features=tuple(feature_columns),
         retrievers=tuple(r.name for r in config.retrievers),
         compound_model_id=config.compound_model_id,
-        calibration_scores=matcher.calibration.scores,
-        calibration_probabilities=matcher.calibration.probabilities,
+        calibration_slope=matcher.calibration.slope,
+        calibration_intercept=matcher.calibration.intercept,
         training=training,
         holdout=holdout,
     )

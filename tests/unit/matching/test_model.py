@@ -37,12 +37,14 @@ def test_folds_keep_each_product_whole() -> None:
     assert np.array_equal(folds, pair_folds(pairs["id_a"], pairs["id_b"], labels, 3, seed=1))
 
 
-def test_calibration_keeps_the_order_of_margins_between_its_steps() -> None:
+def test_calibration_recovers_a_known_curve_and_keeps_the_order_of_margins() -> None:
     rng = np.random.default_rng(0)
-    margins = rng.normal(size=2000)
-    labels = (rng.random(2000) < 1 / (1 + np.exp(-3 * margins))).astype(int)
+    margins = rng.normal(scale=2.0, size=20_000)
+    labels = (rng.random(len(margins)) < 1 / (1 + np.exp(-(1.5 * margins - 2.0)))).astype(int)
     calibration = Calibration.fit(margins, labels)
-    inside = np.linspace(calibration.scores[0], calibration.scores[-1], 500)
-    assert np.all(np.diff(calibration(inside)) > 0)
-    assert calibration(np.array([-50.0]))[0] == pytest.approx(calibration.probabilities[0])
-    assert 0.0 <= min(calibration.probabilities) and max(calibration.probabilities) <= 1.0
+    assert calibration.slope == pytest.approx(1.5, rel=0.1) and calibration.intercept == pytest.approx(-2.0, rel=0.1)
+    ordered = calibration(np.linspace(-8, 8, 1000))
+    assert np.all(np.diff(ordered) > 0) and 0 < ordered[0] < 0.01 and 0.99 < ordered[-1] < 1
+    # Past settled_beyond the remaining trees can move a probability by at most the tolerance.
+    edge = calibration.settled_beyond(0.01)
+    assert calibration(np.array([edge]))[0] >= 0.99 and calibration(np.array([-edge]))[0] <= 0.01

@@ -29,8 +29,8 @@ def stored(labelled: Labelled, tmp_path_factory: pytest.TempPathFactory) -> tupl
         features=matcher.features,
         retrievers=("dense", "lexical"),
         compound_model_id="compound-0000000000000000",
-        calibration_scores=matcher.calibration.scores,
-        calibration_probabilities=matcher.calibration.probabilities,
+        calibration_slope=matcher.calibration.slope,
+        calibration_intercept=matcher.calibration.intercept,
         training={"labelled_pairs": len(labelled.labels)},
         holdout={},
     )
