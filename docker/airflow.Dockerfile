@@ -40,6 +40,12 @@ FROM ${AIRFLOW_IMAGE}
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
+# libgomp: the OpenMP runtime LightGBM's wheel (the pair matcher, run by local-executor tasks) links.
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
+
 # The official image expects packages to be installed by the airflow user (into its user site).
 USER airflow
 
@@ -57,7 +63,7 @@ COPY --from=wheel /wheels/ /tmp/pss-wheels/
 RUN pip install --constraint /tmp/pss-wheels/requirements.lock \
         "apache-airflow==${AIRFLOW_VERSION}" \
         "$(ls /tmp/pss-wheels/pss-*.whl)[airflow]" \
- && python -c "import pss_ops.cli, airflow.providers.amazon"
+ && python -c "import pss_ops.cli, airflow.providers.amazon, lightgbm"
 
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/

@@ -55,7 +55,8 @@ assert (sql / 'similar_items.sql').is_file() and (sql / 'views' / 'similar_items
 # ---------------------------------------------------------------- runtime: the venv only, no compilers or sources
 FROM ${PYTHON_BASE} AS runtime
 
-# libgomp: OpenMP runtime for faiss and torch (their wheels bundle one, this is the safety net; ~300 kB).
+# libgomp: OpenMP runtime. LightGBM's wheel (the pair matcher) links the system's; faiss and torch bundle their
+# own, so for them it is a safety net (~300 kB).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && rm -rf /var/lib/apt/lists/*
@@ -75,7 +76,7 @@ ENV PATH=/opt/pss/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 
 # Fails the build, not the first Batch job, if a native library or the console script is missing.
-RUN python -c "import faiss, torch, sentence_transformers, pss_ops.cli" \
+RUN python -c "import faiss, torch, sentence_transformers, lightgbm, pss_ops.cli" \
  && pss step --help > /dev/null
 
 USER 10001:10001
