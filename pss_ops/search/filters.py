@@ -108,11 +108,11 @@ def row_filter(rules: PostFilterConfig, attributes: Mapping[str, Sequence[Any]])
 
 
 def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, np.ndarray]:
-    """Rows ranked 1..k per query among survivors, in the search's score order."""
+    """Rows ranked 1..k per query among survivors, in the table's row order (fused score, or match probability)."""
     kept = table.filter(pa.array(survive))
     queries = kept.column("query_item_id")
     n = len(queries)
-    # Rows arrive grouped by query and sorted by score within a query, so a running count ranks them.
+    # Rows arrive grouped by query and in ranking order within a query, so a running count ranks them.
     starts = np.ones(n, dtype=bool)
     if n > 1:
         starts[1:] = pc.not_equal(queries.slice(1), queries.slice(0, n - 1)).to_numpy(zero_copy_only=False)
