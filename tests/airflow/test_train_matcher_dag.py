@@ -135,7 +135,7 @@ def test_registry_defaults_to_matchers_under_the_runs_root(small_config: AppConf
     assert s3.get_task("train").use_aws is True
 
 
-def test_batch_train_matcher_runs_on_the_train_step_resources(small_config: AppConfig, tmp_path: Path) -> None:
+def test_batch_train_matcher_runs_on_its_own_step_resources(small_config: AppConfig, tmp_path: Path) -> None:
     from pss_airflow.operators.pss_step import PssBatchStepOperator
     from pss_airflow.settings import PssSettings
     from pss_airflow.train_matcher_dag import build_train_matcher_dag
@@ -148,7 +148,11 @@ def test_batch_train_matcher_runs_on_the_train_step_resources(small_config: AppC
             "batch": BatchConfig(
                 job_queue="pss-queue",
                 job_definition="pss-step:1",
-                steps={"train": BatchStepResources(vcpus=8, memory_mib=30000)},
+                # The embedding trainer's GPU queue is not the matcher's: its trees need CPUs.
+                steps={
+                    "train": BatchStepResources(job_queue="pss-gpu", gpus=1),
+                    "train_matcher": BatchStepResources(vcpus=8, memory_mib=30000),
+                },
             ),
         }
     )
