@@ -100,6 +100,8 @@ def evaluate_matching(
         pairs = pairs[pairs["id_a"].isin(items) & pairs["id_b"].isin(items)]
         truth = truth[truth["id_a"].isin(items) & truth["id_b"].isin(items)]
     report = decision_report(pairs, truth, threshold)
+    # Named apart from the ranking report's true_pairs, which counts the whole --truth file even with --items.
+    report["true_pairs_in_recall"] = report.pop("true_pairs")
     if groups_uri is not None and storage.exists(groups_uri):
         groups = storage.read_parquet(groups_uri, columns=["category", "group_id", "item_id"]).to_pandas()
         if items is not None:
