@@ -59,8 +59,8 @@ def partition_features(config: AppConfig, run_uri: str, scope: str, table: pa.Ta
     return candidate_features(config, table, scope_items(run_uri, scope, ids, config.filter_attributes))
 
 
-def match_probabilities(matcher: Matcher, config: AppConfig, run_uri: str, scope: str, table: pa.Table) -> np.ndarray:
-    """Each candidate row's calibrated match probability."""
-    if not table.num_rows:
+def match_probabilities(matcher: Matcher, config: AppConfig, run_uri: str, scope: str, table: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """The calibrated match probability of the given rows of a candidate table (features use the whole table)."""
+    if not len(rows):
         return np.zeros(0, dtype=np.float64)
-    return matcher.probabilities(partition_features(config, run_uri, scope, table))
+    return matcher.probabilities(partition_features(config, run_uri, scope, table).iloc[rows])

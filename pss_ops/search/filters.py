@@ -107,10 +107,10 @@ def row_filter(rules: PostFilterConfig, attributes: Mapping[str, Sequence[Any]])
     return listable
 
 
-def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, np.ndarray]:
-    """Rows ranked 1..k per query among survivors, in the table's row order (fused score, or match probability)."""
-    kept = table.filter(pa.array(survive))
-    queries = kept.column("query_item_id")
+def top_k_rows(table: pa.Table, survive: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the rows ranked 1..k per query among survivors, in the table's row order, and their ranks."""
+    kept = np.flatnonzero(survive)
+    queries = table.column("query_item_id").take(pa.array(kept))
     n = len(queries)
     # Rows arrive grouped by query and in ranking order within a query, so a running count ranks them.
     starts = np.ones(n, dtype=bool)
@@ -120,4 +120,10 @@ def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, 
     first_row = np.flatnonzero(starts)
     rank = np.arange(n) - first_row[group] + 1 if n else np.zeros(0, np.int64)
     within = rank <= k
-    return kept.filter(pa.array(within)), rank[within]
+    return kept[within], rank[within]
+
+
+def rank_top_k(table: pa.Table, survive: np.ndarray, k: int) -> tuple[pa.Table, np.ndarray]:
+    """Rows ranked 1..k per query among survivors, in the table's row order (fused score, or match probability)."""
+    rows, rank = top_k_rows(table, survive, k)
+    return table.take(pa.array(rows)), rank

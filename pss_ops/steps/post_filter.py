@@ -15,7 +15,7 @@ from pss_ops.manifests import FilteredPartition, QueriedPartition, RunContext
 from pss_ops.matching.registry import load_matcher_cached
 from pss_ops.matching.scoring import match_probabilities
 from pss_ops.search.candidates import found_column, score_column
-from pss_ops.search.filters import filter_mask, rank_top_k
+from pss_ops.search.filters import filter_mask, top_k_rows
 from pss_ops.timing import timed
 from pss_ops.warehouse.schema import arrow_schema
 
@@ -53,12 +53,18 @@ def _by_probability(table: pa.Table, probability: np.ndarray) -> np.ndarray:
 
 
 def apply_matcher(
-    ctx: RunContext, queried: QueriedPartition, table: pa.Table, survive: np.ndarray, removed: dict[str, int]
+    ctx: RunContext, queried: QueriedPartition, table: pa.Table, rows: np.ndarray, rank: np.ndarray, removed: dict[str, int]
 ) -> tuple[pa.Table, np.ndarray]:
-    """The table with match_probability, ranked by it within each query; min_match_probability applied to survive."""
+    """The published rows (table's rows at `rows`, ranked `rank` by fused score) with match_probability.
+
+    With a matcher: each query's k rows re-ranked by probability, min_match_probability applied. The matcher
+    scores the rows the fused ranking publishes, the pairs its labels are drawn from (label queues and label files
+    come from published pairs); their features are read off the whole candidate table.
+    """
     config = ctx.config
+    top = table.take(pa.array(rows))
     if config.matcher is None:
-        return table.append_column("match_probability", pa.nulls(table.num_rows, pa.float64())), survive
+        return top.append_column("match_probability", pa.nulls(top.num_rows, pa.float64())), rank
     matcher, spec = load_matcher_cached(config.matcher.registry_uri, config.matcher.model_id)
     retrievers = tuple(r.name for r in config.retrievers)
     if spec.retrievers != retrievers:
@@ -66,15 +72,16 @@ def apply_matcher(
             f"matcher {config.matcher.model_id} was trained with retrievers {', '.join(spec.retrievers)}; "
             f"this config has {', '.join(retrievers)}: retrain it with pss train-matcher"
         )
-    probability = match_probabilities(matcher, config, ctx.run_uri, queried.scope, table)
+    probability = match_probabilities(matcher, config, ctx.run_uri, queried.scope, table, rows)
     floor = config.post_filter.min_match_probability
     if floor is not None:
-        below = probability < floor
-        removed["min_match_probability"] = int((survive & below).sum())
-        survive = survive & ~below
-    order = _by_probability(table, probability)
-    table = table.take(pa.array(order)).append_column("match_probability", pa.array(probability[order]))
-    return table, survive[order]
+        kept = probability >= floor
+        removed["min_match_probability"] = int((~kept).sum())
+        top, probability = top.filter(pa.array(kept)), probability[kept]
+    order = _by_probability(top, probability)
+    top = top.take(pa.array(order)).append_column("match_probability", pa.array(probability[order]))
+    _, rank = top_k_rows(top, np.ones(top.num_rows, dtype=bool), config.k)
+    return top, rank
 
 
 def _at_least(values: pa.ChunkedArray, threshold: float) -> int:
@@ -87,9 +94,9 @@ def post_filter_partition(ctx: RunContext, queried: QueriedPartition) -> Filtere
     with timed(f"post_filter {queried.name}") as timer:
         table = storage.read_parquet(queried.uri)
         survive, removed = filter_mask(table, config.post_filter)
+        rows, rank = top_k_rows(table, survive, config.k)
         with timed(f"match {queried.name}") as matching:
-            table, survive = apply_matcher(ctx, queried, table, survive, removed)
-        top, rank = rank_top_k(table, survive, config.k)
+            top, rank = apply_matcher(ctx, queried, table, rows, rank, removed)
         n = top.num_rows
         # The warehouse table's shape decides the column order and types (warehouse.schema).
         shape = arrow_schema()
