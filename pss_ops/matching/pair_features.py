@@ -81,8 +81,13 @@ def _own_ranks(query: np.ndarray, score: np.ndarray, found: np.ndarray) -> np.nd
     return ranks
 
 
-def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence[str], attributes: Sequence[str] = ()) -> pd.DataFrame:
-    """The feature frame of the pairs, row for row (float32, NaN where an input is missing).
+def pair_features(
+    pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence[str], attributes: Sequence[str] = (), rows: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The feature frame of the pairs, row for row (float32, NaN where an input is missing); of only `rows` if given.
+
+    Ranks and reverse pairs always read every row of `pairs` (a query's whole candidate list); `rows` saves the
+    per-pair work of the rest when only some rows are scored.
 
     pairs: query_item_id, candidate_item_id, score_<retriever> and found_<retriever> for each retriever, and any
     cos_<feature> columns (each dense feature's own cosine, search.candidates), taken as they are.
@@ -116,6 +121,10 @@ def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence
         features[f"{name}_reverse_rank"] = np.where(has_reverse, rank[reverse_at], np.nan).astype(np.float32)
     for column in sorted(c for c in pairs.columns if c.startswith(COSINE_PREFIX)):
         features[f"{column[len(COSINE_PREFIX) :]}_cosine"] = pairs[column].to_numpy(dtype=np.float32)
+    index = pairs.index
+    if rows is not None:
+        features = {name: values[rows] for name, values in features.items()}
+        query, candidate, index = query[rows], candidate[rows], pairs.index[rows]
 
     # Only the items the pairs name are read: `used` are their rows in items, query and candidate index into it.
     used, position = np.unique(np.concatenate([query, candidate]), return_inverse=True)
@@ -141,4 +150,4 @@ def pair_features(pairs: pd.DataFrame, items: pd.DataFrame, retrievers: Sequence
         codes = pd.factorize(values, use_na_sentinel=True)[0]
         a, b = codes[query], codes[candidate]
         features[name] = np.where((a >= 0) & (b >= 0), (a == b).astype(np.float32), np.nan).astype(np.float32)
-    return pd.DataFrame(features, index=pairs.index)
+    return pd.DataFrame(features, index=index)

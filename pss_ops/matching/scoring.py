@@ -40,8 +40,8 @@ def scope_items(run_uri: str, scope: str, item_ids: pa.Array | pa.ChunkedArray, 
     return pa.concat_tables(frames).to_pandas().set_index("item_id")
 
 
-def candidate_features(config: AppConfig, table: pa.Table, items: pd.DataFrame) -> pd.DataFrame:
-    """The pair-feature frame of a candidate table's rows, row for row."""
+def candidate_features(config: AppConfig, table: pa.Table, items: pd.DataFrame, rows: np.ndarray | None = None) -> pd.DataFrame:
+    """The pair-feature frame of a candidate table's rows (of only `rows` if given), row for row."""
     names = [r.name for r in config.retrievers]
     columns = [
         "query_item_id",
@@ -50,17 +50,17 @@ def candidate_features(config: AppConfig, table: pa.Table, items: pd.DataFrame) 
         *(found_column(n) for n in names),
         *(c for c in table.column_names if c.startswith(COSINE_PREFIX)),
     ]
-    return pair_features(table.select(columns).to_pandas(), items, names, config.filter_attributes)
+    return pair_features(table.select(columns).to_pandas(), items, names, config.filter_attributes, rows)
 
 
-def partition_features(config: AppConfig, run_uri: str, scope: str, table: pa.Table) -> pd.DataFrame:
+def partition_features(config: AppConfig, run_uri: str, scope: str, table: pa.Table, rows: np.ndarray | None = None) -> pd.DataFrame:
     """candidate_features with the items read from the run's catalog partitions of the scope."""
     ids = pa.chunked_array([*table.column("query_item_id").chunks, *table.column("candidate_item_id").chunks], pa.string())
-    return candidate_features(config, table, scope_items(run_uri, scope, ids, config.filter_attributes))
+    return candidate_features(config, table, scope_items(run_uri, scope, ids, config.filter_attributes), rows)
 
 
 def match_probabilities(matcher: Matcher, config: AppConfig, run_uri: str, scope: str, table: pa.Table, rows: np.ndarray) -> np.ndarray:
     """The calibrated match probability of the given rows of a candidate table (features use the whole table)."""
     if not len(rows):
         return np.zeros(0, dtype=np.float64)
-    return matcher.probabilities(partition_features(config, run_uri, scope, table).iloc[rows])
+    return matcher.probabilities(partition_features(config, run_uri, scope, table, rows))

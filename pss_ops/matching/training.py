@@ -114,7 +114,7 @@ def labelled_candidates(config: AppConfig, run_uri: str, queried: list[Any], lab
         if not len(hit):
             continue
         # Over the whole table, as the post-filter computes them: a row's own rank counts every row of its query.
-        features = partition_features(config, run_uri, part.scope, table).iloc[hit].reset_index(drop=True)
+        features = partition_features(config, run_uri, part.scope, table, hit).reset_index(drop=True)
         rows = table.take(hit)
         features["id_a"] = rows.column("query_item_id").to_pylist()
         features["id_b"] = rows.column("candidate_item_id").to_pylist()
