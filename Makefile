@@ -9,13 +9,13 @@ export TRANSFORMERS_OFFLINE := 1
 
 # The daily DAG on embedded defaults: a throwaway Airflow home, runs and warehouse beside the demo output,
 # and the embedding cache `pss run` filled, so the DAG's embed tasks are cache hits.
-AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/$(OUT)/airflow-home \
+AIRFLOW_ENV := AIRFLOW_HOME=$(abspath $(OUT))/airflow-home \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	PSS_EXECUTOR=local \
-	PSS_RUNS_URI=$(CURDIR)/$(OUT)/airflow-runs \
-	PSS_CACHE_URI=$(CURDIR)/$(OUT)/cache/embeddings.sqlite
+	PSS_RUNS_URI=$(abspath $(OUT))/airflow-runs \
+	PSS_CACHE_URI=$(abspath $(OUT))/cache/embeddings.sqlite
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 
 .PHONY: venv demo demo-run demo-dag airflow-standalone test lint typecheck clean
