@@ -67,10 +67,11 @@ def apply_matcher(
         return top.append_column("match_probability", pa.nulls(top.num_rows, pa.float64())), rank
     matcher, spec = load_matcher_cached(config.matcher.registry_uri, config.matcher.model_id)
     retrievers = tuple(r.name for r in config.retrievers)
-    if spec.retrievers != retrievers:
+    if spec.retrievers != retrievers or spec.compound_model_id != config.compound_model_id:
         raise ValueError(
-            f"matcher {config.matcher.model_id} was trained with retrievers {', '.join(spec.retrievers)}; "
-            f"this config has {', '.join(retrievers)}: retrain it with pss train-matcher"
+            f"matcher {config.matcher.model_id} was trained with retrievers {', '.join(spec.retrievers)} over features "
+            f"{spec.compound_model_id}; this config has {', '.join(retrievers)} over {config.compound_model_id}: "
+            "its scores mean something else now, retrain it with pss train-matcher"
         )
     probability = match_probabilities(matcher, config, ctx.run_uri, queried.scope, table, rows)
     floor = config.post_filter.min_match_probability

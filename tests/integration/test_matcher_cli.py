@@ -148,3 +148,18 @@ def test_runs_with_the_matcher_publish_probabilities_and_stable_groups(
     uncertainty = (queue["match_probability"].astype(float) - 0.5).abs()
     assert len(queue) == 30 and (queue["label"] == "").all()
     assert uncertainty.mean() < (rows["match_probability"] - 0.5).abs().mean()
+
+
+def test_a_matcher_is_refused_by_a_config_whose_retrievers_changed(
+    trained: tuple[Path, str], ag_subset: Subset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path, matcher_id = trained
+    data = yaml.safe_load(config_path.read_text())
+    data["retrievers"] = [r for r in data["retrievers"] if r["type"] == "dense"]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data), encoding="utf-8")
+    argv = ["run", "--config", str(changed), "--catalog", str(ag_subset.catalog), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("pss: error:") and matcher_id in last and "retrain it with pss train-matcher" in last
+    assert not (tmp_path / "out" / "similar_items.parquet").exists()
