@@ -66,6 +66,8 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.drop(columns=["run_id"]).copy()
     out["snapshot_date"] = out["snapshot_date"].astype(str)
     out["rank"] = out["rank"].astype(int)
+    # NULL (no matcher) reads as None from a database and as NaN from Parquet.
+    out["match_probability"] = out["match_probability"].astype(float)
     return out.sort_values(ROW_KEY).reset_index(drop=True)
 
 
