@@ -13,7 +13,7 @@ from pss_airflow.dag_factory import _executor, catalog_config_paths
 from pss_airflow.operators.pss_step import PssBatchStepOperator, PssLocalStepOperator
 from pss_airflow.settings import PssSettings
 from pss_ops import storage
-from pss_ops.config import load_config
+from pss_ops.config import BatchStepResources, load_config
 from pss_ops.learning.pairs import PAIR_SOURCE_PATTERN
 from pss_ops.learning.settings import DEFAULT_HOLDOUT_FRACTION
 from pss_ops.orchestration.training import comparison_text, default_registry_uri, resolve_runs_root, training_report_uri
@@ -43,6 +43,35 @@ prepare_training → train (`pss step train`) → report
 
 Runs go under `<runs root>/{application}/training/<run id>`. Executor: `{executor}`. Config: `{config_path}`.
 """
+
+
+def train_task(
+    step: str,
+    run: Any,
+    settings: PssSettings,
+    executor: str,
+    application: str,
+    resources: BatchStepResources | None,
+    uses_aws: bool,
+) -> Any:
+    """The one `pss step <step>` task of a training DAG over the prepared run: a Batch job, or a local worker."""
+    common: dict[str, Any] = {
+        "task_id": "train",
+        "step": step,
+        "run_uri": run["run_uri"],
+        "extra_arguments": run["train_arguments"],
+        "aws_conn_id": settings.aws_conn_id,
+    }
+    if executor == "batch":
+        assert resources is not None
+        return PssBatchStepOperator(
+            **common,
+            application=application,
+            batch_resources=resources.model_dump(),
+            deferrable=True,
+            poll_interval=30,
+        )
+    return PssLocalStepOperator(**common, max_parallel=1, use_aws=uses_aws)
 
 
 def build_training_dags(settings: PssSettings | None = None) -> list[DAG]:
@@ -154,23 +183,6 @@ def build_training_dag(config_path: str | Path, settings: PssSettings | None = N
             return str(result["model_id"])
 
         run: Any = prepare_training()
-        common: dict[str, Any] = {
-            "task_id": "train",
-            "step": "train",
-            "run_uri": run["run_uri"],
-            "extra_arguments": run["train_arguments"],
-            "aws_conn_id": settings.aws_conn_id,
-        }
-        if executor == "batch":
-            assert resources is not None
-            train: Any = PssBatchStepOperator(
-                **common,
-                application=config.application,
-                batch_resources=resources.model_dump(),
-                deferrable=True,
-                poll_interval=30,
-            )
-        else:
-            train = PssLocalStepOperator(**common, max_parallel=1, use_aws=uses_aws)
+        train = train_task("train", run, settings, executor, config.application, resources, uses_aws)
         train >> report(run["run_uri"], run["registry_uri"])
     return dag

@@ -11,8 +11,8 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from pss_airflow.dag_factory import _executor, catalog_config_paths
-from pss_airflow.operators.pss_step import PssBatchStepOperator, PssLocalStepOperator
 from pss_airflow.settings import PssSettings
+from pss_airflow.train_dag import train_task
 from pss_ops import storage
 from pss_ops.config import load_config
 from pss_ops.orchestration.matcher_training import default_matcher_registry_uri, matcher_report_text, matcher_report_uri
@@ -128,23 +128,6 @@ def build_train_matcher_dag(config_path: str | Path, settings: PssSettings | Non
             return str(result["matcher_id"])
 
         run: Any = prepare_training()
-        common: dict[str, Any] = {
-            "task_id": "train",
-            "step": "train-matcher",
-            "run_uri": run["run_uri"],
-            "extra_arguments": run["train_arguments"],
-            "aws_conn_id": settings.aws_conn_id,
-        }
-        if executor == "batch":
-            assert resources is not None
-            train: Any = PssBatchStepOperator(
-                **common,
-                application=config.application,
-                batch_resources=resources.model_dump(),
-                deferrable=True,
-                poll_interval=30,
-            )
-        else:
-            train = PssLocalStepOperator(**common, max_parallel=1, use_aws=uses_aws)
+        train = train_task("train-matcher", run, settings, executor, config.application, resources, uses_aws)
         train >> report(run["run_uri"], run["config_uri"])
     return dag
