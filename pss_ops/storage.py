@@ -1,17 +1,30 @@
 """One URI layer for local paths and s3:// objects (through pyarrow.fs); every write is atomic.
 
 pyarrow is imported only by the Parquet functions and for s3:// URIs, so DAG parsing can use the rest cheaply.
+
+A write goes to a hidden temporary beside its target and is moved onto it.  A writer killed outright (kill -9, OOM)
+leaves its temporary behind, so temporaries and scratch folders are named after their writer, and the first write
+into a folder by each process removes those of writers that are gone (remove_stale_temps does a whole run folder).
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import io
 import json
+import logging
+import math
 import os
+import re
+import secrets
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +36,26 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+log = logging.getLogger(__name__)
+
 # Bytes per read when an object is copied or streamed: one ranged GET each on S3, so not too small.
 CHUNK_BYTES = 8 * 1024 * 1024
+
+# Age after which a temporary object on S3 is a dead writer's.  S3 has no writer to ask, so age is the test.  A
+# temporary is listed only once its upload completes, and is moved onto its target straight after; but S3 dates
+# a multipart upload from its start, so its age includes the whole streamed write (a similar_items.parquet fed
+# by a long publish).  A day is far above any one write of a step and still clears the litter daily.
+S3_TEMP_MAX_AGE_SECONDS = 24 * 3600
+
+# Names of what dead writers can leave: a local temporary `.<target>.<writer>.<pid>.<token>.tmp`, a scratch
+# folder `.scratch-<writer>.<pid>.<token>`, and a temporary object `.<target>.<uuid hex>.tmp` on S3.
+_LOCAL_TEMP = re.compile(r"\.(?P<target>.+)\.(?P<writer>[A-Za-z0-9_-]+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
+_SCRATCH = re.compile(r"\.scratch-(?P<writer>[A-Za-z0-9_-]+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}")
+_S3_TEMP = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{32}\.tmp")
+
+# Folders this process has swept already: once per folder per process keeps a write O(1) in a folder of
+# thousands of partitions (a dead writer's litter is swept by the next process to write there).
+_swept: set[str] = set()
 
 _s3_fs: pafs.FileSystem | None = None
 
@@ -131,6 +162,131 @@ def _open_read(uri: str) -> Any:
     return _s3().open_input_file(_s3_path(uri)) if is_s3(uri) else open(uri, "rb")  # noqa: SIM115 - callers close it
 
 
+@functools.cache
+def _writer() -> str:
+    """Where this process's PID means something: the host, and the PID namespace (a container has its own)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())  # no dots: the name must split back unambiguously
+    # A container on the host network has the host's name but its own PIDs; the namespace's inode tells them apart.
+    try:
+        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (macOS): the host alone
+        return host
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this PID runs here; an unusable PID counts as alive, so nothing of it is removed."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no PID at all
+        return True
+    return True
+
+
+def _left_by_dead_writer(name: str) -> bool:
+    """True for a local temporary or scratch folder whose writer ran here and is gone."""
+    match = _LOCAL_TEMP.fullmatch(name) or _SCRATCH.fullmatch(name)
+    return match is not None and match["writer"] == _writer() and not _alive(int(match["pid"]))
+
+
+def _sweep_local(folder: Path) -> int:
+    """Remove dead writers' temporaries and scratch folders directly in folder; returns how many."""
+    removed = 0
+    with suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not _left_by_dead_writer(entry.name):
+                continue
+            # Another process may sweep the same litter, and a read-only disk refuses: neither stops a write.
+            with suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+                log.info("removed %s, left by a writer that is gone", entry.path)
+    return removed
+
+
+def _sweep_s3(path: str, *, recursive: bool) -> int:
+    """Remove temporary objects older than S3_TEMP_MAX_AGE_SECONDS under a bucket/prefix path; returns how many."""
+    from pyarrow import fs
+
+    oldest_live_ns = time.time_ns() - S3_TEMP_MAX_AGE_SECONDS * 1_000_000_000
+    removed = 0
+    for info in _s3().get_file_info(fs.FileSelector(path, allow_not_found=True, recursive=recursive)):
+        if info.type == fs.FileType.File and _S3_TEMP.fullmatch(info.base_name) and (info.mtime_ns or 0) < oldest_live_ns:
+            with suppress(OSError):  # another writer's sweep got there first
+                _s3().delete_file(info.path)
+                removed += 1
+                log.info("removed s3://%s, a temporary object over %d s old", info.path, S3_TEMP_MAX_AGE_SECONDS)
+    return removed
+
+
+def _sweep_once(folder: str) -> None:
+    """Sweep a local folder or s3 bucket/prefix path the first time this process writes into it."""
+    if folder in _swept:
+        return
+    _swept.add(folder)
+    try:
+        if folder.startswith("s3://"):
+            _sweep_s3(_s3_path(folder), recursive=False)
+        else:
+            _sweep_local(Path(folder))
+    except OSError as err:  # a role that may write but not list, say: the write itself decides
+        log.warning("could not look for stale temporaries in %s: %s", folder, err)
+
+
+def remove_stale_temps(folder: str) -> int:
+    """Remove what writers that are gone left under folder and its subfolders (temporaries, scratch folders).
+
+    Locally a writer is gone when its PID no longer runs on this host; on S3 when its temporary object is older than
+    S3_TEMP_MAX_AGE_SECONDS.  Files of live writers, and of writers on other hosts, are kept.  Returns how many went.
+    """
+    if is_s3(folder):
+        return _sweep_s3(_s3_path(folder), recursive=True)
+    removed = 0
+    for parent, folders, _ in os.walk(folder):
+        removed += _sweep_local(Path(parent))
+        folders[:] = [name for name in folders if Path(parent, name).is_dir()]  # what the sweep removed is not walked
+    return removed
+
+
+def _create_named(folder: Path, prefix: str, suffix: str, create: Callable[[str], None], *, about: str) -> str:
+    """Create a new file or folder `<prefix><writer>.<pid>.<token><suffix>` in folder; returns its path.
+
+    An error names `about` (the target, or the folder), not the random name nobody knows.
+    """
+    for _ in range(100):
+        path = str(folder / f"{prefix}{_writer()}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, about) from err
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(folder))
+
+
+def _create_file(path: str) -> None:
+    # Mode 0666 less the umask, as open(path, "w") gives: the moved file is the output (mkstemp's 0600 would
+    # lock every other user and service out of a run).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _temp_beside(target: Path, about: str) -> str:
+    """A new empty hidden temporary in target's folder, named after target and this writer."""
+    return _create_named(target.parent, f".{target.name}.", ".tmp", _create_file, about=about)
+
+
+def _about_target(err: BaseException, tmp: str, uri: str) -> BaseException:
+    """An OSError about the temporary, or naming no file, made about uri: the name a user knows."""
+    if not isinstance(err, OSError) or err.errno is None or err.filename not in (None, tmp):
+        return err
+    return OSError(err.errno, err.strerror or os.strerror(err.errno), uri)
+
+
 @contextmanager
 def _staged(uri: str) -> Iterator[str]:
     """The one atomic-write mechanism: yield a hidden sibling of uri to write; a clean exit moves it onto uri, an error deletes it.
@@ -142,6 +298,7 @@ def _staged(uri: str) -> Iterator[str]:
     if is_s3(uri):
         filesystem, path = _s3(), _s3_path(uri)
         parent, _, name = path.rpartition("/")
+        _sweep_once(f"s3://{parent}")
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             yield tmp
@@ -153,8 +310,8 @@ def _staged(uri: str) -> Iterator[str]:
         return
     target = Path(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    _sweep_once(str(target.parent))
+    tmp = _temp_beside(target, uri)
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -163,9 +320,13 @@ def _staged(uri: str) -> Iterator[str]:
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as err:
+        with suppress(OSError):  # a read-only disk refuses this too; the original error matters
+            Path(tmp).unlink(missing_ok=True)
+        named = _about_target(err, tmp, uri)
+        if named is err:
+            raise
+        raise named from err
 
 
 @contextmanager
@@ -225,9 +386,29 @@ def read_json(uri: str) -> Any:
     return json.loads(read_bytes(uri))
 
 
+def _standard(value: Any) -> Any:
+    """value with NaN and infinities as None, through dicts, lists, tuples and numpy values."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _standard(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_standard(item) for item in value]
+    numpy = sys.modules.get("numpy")  # not imported: then no value is a numpy one
+    if numpy is not None and isinstance(value, numpy.generic | numpy.ndarray):
+        return _standard(value.tolist())
+    return value
+
+
+def json_text(payload: Any) -> str:
+    """Standard JSON text (an undefined figure, NaN or infinite, is null), keys sorted so reruns are byte-identical."""
+    # allow_nan=False: should anything non-finite get past _standard, the write fails instead of emitting NaN.
+    return json.dumps(_standard(payload), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+
+
 def write_json(uri: str, payload: Any) -> None:
-    """Write a JSON document atomically, keys sorted so reruns are byte-identical."""
-    write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    """Write a JSON document atomically, as json_text."""
+    write_text(uri, json_text(payload))
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -287,8 +468,9 @@ def writing_file(uri: str) -> Iterator[str]:
         with _staged(uri) as tmp:
             yield tmp
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{uri.rsplit('/', 1)[-1]}.", suffix=".tmp")
-    os.close(fd)
+    local = Path(tempfile.gettempdir())
+    _sweep_once(str(local))
+    tmp = _temp_beside(local / uri.rsplit("/", 1)[-1], str(local))
     try:
         yield tmp
         copy(tmp, uri)
@@ -305,10 +487,11 @@ def copy(source: str, target: str) -> None:
 @contextmanager
 def scratch_dir(near: str) -> Iterator[str]:
     """A private local directory removed on exit: a hidden one beside a local uri (same disk), else in the temp dir."""
-    parent = None if is_s3(near) else Path(near)
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    path = tempfile.mkdtemp(prefix=".scratch-", dir=parent)
+    parent = Path(tempfile.gettempdir()) if is_s3(near) else Path(near)
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(str(parent))
+    # 0700: scratch holds rows on their way to an output, nobody else's business.
+    path = _create_named(parent, ".scratch-", "", functools.partial(os.mkdir, mode=0o700), about=str(parent))
     try:
         yield path
     finally:
@@ -325,3 +508,15 @@ def write_parquet_batches(uri: str, schema: pa.Schema, tables: Iterable[pa.Table
             writer.write_table(table.select(schema.names).cast(schema))
             rows += table.num_rows
     return rows
+
+
+def delete(uri: str) -> None:
+    """Delete one object or file; a missing one is not an error."""
+    if is_s3(uri):
+        from pyarrow import fs
+
+        filesystem, path = _s3(), _s3_path(uri)
+        if filesystem.get_file_info(path).type != fs.FileType.NotFound:
+            filesystem.delete_file(path)
+        return
+    Path(uri).unlink(missing_ok=True)

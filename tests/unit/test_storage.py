@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
 import gzip
+import json
 import os
+import signal
+import stat
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -32,6 +41,12 @@ def table(n: int, start: int = 0) -> pa.Table:
 
 def leftovers(directory: Path, keep: set[str]) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+@pytest.fixture(autouse=True)
+def _unswept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's folders are new to the sweep, as they would be to a new process."""
+    monkeypatch.setattr(storage, "_swept", set())
 
 
 def test_write_bytes_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -294,6 +309,22 @@ def test_s3_writing_file_and_copy(s3_bucket: str, s3_client: Any, tmp_path: Path
     assert s3_objects(s3_client) == ["copy/rejects.csv", "report/rejects.csv"]
 
 
+def test_s3_temporary_objects_past_the_age_bound_are_removed(s3_bucket: str, s3_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # S3 dates objects to the second; two seconds stand in for the day, so the test takes three.
+    monkeypatch.setattr(storage, "S3_TEMP_MAX_AGE_SECONDS", 2)
+    stale = [f"runs/r/.similar_items.parquet.{'a' * 32}.tmp", f"runs/r/embed/.part-00000.parquet.{'b' * 32}.tmp"]
+    kept = ["runs/r/.notes.tmp", f"runs/.x.json.{'c' * 32}.tmp.bak"]  # not pss's temporaries
+    for key in stale + kept:
+        s3_client.put_object(Bucket=BUCKET, Key=key, Body=b"half")
+    time.sleep(3)
+    live = f"runs/r/.run_summary.json.{'d' * 32}.tmp"  # a writer between upload and move
+    s3_client.put_object(Bucket=BUCKET, Key=live, Body=b"whole")
+    storage.write_json(storage.join(s3_bucket, "runs", "r", "run_summary.json"), {"ok": True})
+    assert s3_objects(s3_client) == sorted([stale[1], *kept, live, "runs/r/run_summary.json"])
+    assert storage.remove_stale_temps(storage.join(s3_bucket, "runs")) == 1
+    assert s3_objects(s3_client) == sorted([*kept, live, "runs/r/run_summary.json"])
+
+
 def test_s3_open_input_stream_decompresses_gz(s3_bucket: str) -> None:
     uri = storage.join(s3_bucket, "catalogs", "items.csv.gz")
     storage.write_bytes(uri, gzip.compress(b"item_id,title\na,one\n"))
@@ -366,3 +397,242 @@ def test_s3_parquet_catalog_streams_by_row_group(s3_bucket: str) -> None:
     batches = list(source.batches(batch_rows=100))
     assert [b.num_rows for b in batches] == [100, 100, 100]
     assert pa.Table.from_batches(batches).equals(rows)
+
+
+# --- what writers killed outright leave behind ---------------------------------------------------------------------
+
+# A writer in another process: it stages `target`, writes part of it, then waits for a line on stdin (or is killed).
+WRITER = """
+import sys
+from pss_ops import storage
+with storage._writing(sys.argv[1]) as out:
+    out.write(b"partial")
+    out.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()
+    out.write(b" and the rest")
+"""
+
+# A process holding a scratch folder, with a file in it, beside a path until it is killed.
+SCRATCH_HOLDER = """
+import pathlib, sys, time
+from pss_ops import storage
+with storage.scratch_dir(sys.argv[1]) as scratch:
+    pathlib.Path(scratch, "rows.arrow").write_bytes(b"rows")
+    print(scratch, flush=True)
+    time.sleep(600)
+"""
+
+
+class Child:
+    """A Python process running code, started once it has printed its first line (its temporary then exists)."""
+
+    def __init__(self, code: str, *args: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.said = self.process.stdout.readline().strip()
+        self.pid = self.process.pid
+
+    def kill(self) -> int:
+        """SIGKILL, as the OOM killer or a preempted host does: no cleanup runs.  Returns the dead PID."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return self.pid
+
+    def finish(self) -> int:
+        """Let it go on past its first line; returns its exit status."""
+        self.process.communicate("go\n", timeout=120)
+        return self.process.returncode
+
+
+def test_temporary_is_named_after_target_writer_and_pid(tmp_path: Path) -> None:
+    with storage.writing_file(str(tmp_path / "similar_items.parquet")) as tmp:
+        name = Path(tmp).name
+    assert name.startswith(".similar_items.parquet.") and name.endswith(".tmp")
+    match = storage._LOCAL_TEMP.fullmatch(name)
+    assert match is not None and match["target"] == "similar_items.parquet"
+    assert (match["writer"], int(match["pid"])) == (storage._writer(), os.getpid())
+    assert "." not in storage._writer()
+
+
+def test_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path: Path) -> None:
+    target = tmp_path / "run_summary.json"
+    pid = Child(WRITER, str(target)).kill()
+    left = leftovers(tmp_path, set())
+    assert len(left) == 1 and f".{pid}." in left[0]
+    storage.write_json(str(target), {"ok": True})
+    assert leftovers(tmp_path, {"run_summary.json"}) == []
+
+
+def test_live_writers_temporary_is_kept_and_completes(tmp_path: Path) -> None:
+    target = tmp_path / "blob.bin"
+    writer = Child(WRITER, str(target))
+    try:
+        storage.write_bytes(str(target), b"mine")
+        (live,) = leftovers(tmp_path, {"blob.bin"})
+        assert f".{writer.pid}." in live
+        assert storage.remove_stale_temps(str(tmp_path)) == 0
+        assert leftovers(tmp_path, {"blob.bin"}) == [live]
+    finally:
+        assert writer.finish() == 0
+    assert target.read_bytes() == b"partial and the rest"
+    assert leftovers(tmp_path, {"blob.bin"}) == []
+
+
+def test_temporaries_of_other_hosts_and_unknown_names_are_kept(tmp_path: Path) -> None:
+    gone = Child(WRITER, str(tmp_path / "a.json")).kill()
+    kept = [
+        f".a.json.another-host-4026531836.{gone}.0123abcd.tmp",  # its PIDs are not ours to judge
+        ".a.json.Xy12_ab.tmp",  # tempfile's names before writers were named: nobody can say whose
+        f".scratch-another-host-4026531836.{gone}.0123abcd",
+        "a.json.tmp",
+    ]
+    for name in kept:
+        (tmp_path / name).mkdir() if name.startswith(".scratch") else (tmp_path / name).write_bytes(b"x")
+    storage.write_json(str(tmp_path / "a.json"), [1])
+    assert leftovers(tmp_path, {"a.json"}) == sorted(kept)
+
+
+def test_killed_scratch_holder_leaves_a_folder_that_the_next_scratch_dir_removes(tmp_path: Path) -> None:
+    holder = Child(SCRATCH_HOLDER, str(tmp_path))
+    holder.kill()
+    stale = Path(holder.said)
+    assert (stale / "rows.arrow").exists() and storage._SCRATCH.fullmatch(stale.name)
+    live = Child(SCRATCH_HOLDER, str(tmp_path))
+    try:
+        with storage.scratch_dir(str(tmp_path)) as mine:
+            assert leftovers(tmp_path, set()) == sorted([Path(live.said).name, Path(mine).name])
+        assert leftovers(tmp_path, set()) == [Path(live.said).name]
+    finally:
+        live.kill()
+
+
+def test_remove_stale_temps_sweeps_a_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for folder in ("embed", "query", "index"):
+        Child(WRITER, str(run / folder / "part-00000.parquet")).kill()
+    Child(SCRATCH_HOLDER, str(run / "plan" / "partitions")).kill()
+    storage.write_bytes(str(run / "embed" / "part-00000.parquet"), b"done")  # this write swept embed/ already
+    assert storage.remove_stale_temps(str(run)) == 3
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == [
+        "embed",
+        "embed/part-00000.parquet",
+        "index",
+        "plan",
+        "plan/partitions",
+        "query",
+    ]
+    assert storage.remove_stale_temps(str(run)) == 0
+    assert storage.remove_stale_temps(str(tmp_path / "missing")) == 0
+
+
+def test_a_folder_is_swept_once_per_process(tmp_path: Path) -> None:
+    storage.write_bytes(str(tmp_path / "a.bin"), b"1")
+    pid = Child(WRITER, str(tmp_path / "b.bin")).kill()
+    storage.write_bytes(str(tmp_path / "b.bin"), b"2")
+    (left,) = leftovers(tmp_path, {"a.bin", "b.bin"})  # it died after this process swept the folder
+    assert f".{pid}." in left
+    assert storage.remove_stale_temps(str(tmp_path)) == 1
+    assert leftovers(tmp_path, {"a.bin", "b.bin"}) == []
+
+
+# --- file modes ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[0o022, 0o002], ids=["umask022", "umask002"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    previous = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_outputs_get_the_mode_open_gives_under_the_umask(tmp_path: Path, umask: int) -> None:
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    expected = 0o666 & ~umask
+    assert mode(tmp_path / "plain.txt") == expected
+    storage.write_bytes(str(tmp_path / "a.bin"), b"x")
+    storage.write_json(str(tmp_path / "run_summary.json"), {"a": 1})
+    storage.write_parquet(str(tmp_path / "similar_items.parquet"), table(3))
+    storage.write_parquet_batches(str(tmp_path / "batches.parquet"), table(1).schema, [table(2)])
+    storage.copy(str(tmp_path / "a.bin"), str(tmp_path / "copy.bin"))
+    with storage.writing_file(str(tmp_path / "rejects.csv")) as path:
+        Path(path).write_text("row\n")
+    for name in ("a.bin", "run_summary.json", "similar_items.parquet", "batches.parquet", "copy.bin", "rejects.csv"):
+        assert mode(tmp_path / name) == expected, name
+    # Rewriting a file gives it the mode a new one gets, whatever it had.
+    (tmp_path / "a.bin").chmod(0o600)
+    storage.write_bytes(str(tmp_path / "a.bin"), b"y")
+    assert mode(tmp_path / "a.bin") == expected
+
+
+def test_scratch_dir_stays_private(tmp_path: Path, umask: int) -> None:
+    with storage.scratch_dir(str(tmp_path)) as scratch:
+        assert mode(Path(scratch)) == 0o700
+
+
+# --- strict JSON ---------------------------------------------------------------------------------------------------
+
+
+def strict_loads(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_undefined_figures_as_null(tmp_path: Path) -> None:
+    nan, inf = float("nan"), float("inf")
+    payload = {
+        "recall": nan,
+        "search": {"recall_by_retriever": {"dense": np.float32("nan"), "lexical": np.float64(0.5)}, "bounds": (inf, -inf, 1.5)},
+        "per_query": [nan, 1.0, np.float64(-np.inf), {"k": np.int64(10), "ok": np.bool_(True)}],
+        "vector": np.array([1.0, np.nan], dtype=np.float32),
+        "count": np.int32(3),
+    }
+    uri = str(tmp_path / "run_summary.json")
+    storage.write_json(uri, payload)
+    text = storage.read_text(uri)
+    assert "NaN" not in text and "Infinity" not in text
+    assert strict_loads(text) == {
+        "recall": None,
+        "search": {"recall_by_retriever": {"dense": None, "lexical": 0.5}, "bounds": [None, None, 1.5]},
+        "per_query": [None, 1.0, None, {"k": 10, "ok": True}],
+        "vector": [1.0, None],
+        "count": 3,
+    }
+
+
+def test_json_text_refuses_what_it_cannot_make_standard() -> None:
+    # A float key becomes a string by float's repr, past _standard; allow_nan=False stops a "NaN" key.
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        storage.json_text({float("nan"): 1})
+    assert storage.json_text({"when": dt.date(2024, 5, 1)}) == '{\n  "when": "2024-05-01"\n}\n'
+
+
+# --- the real error, and the name a user knows ---------------------------------------------------------------------
+
+
+def test_disk_errors_name_the_target_not_the_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(_: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "out" / "similar_items.parquet"
+    with pytest.raises(OSError) as raised:
+        storage.write_parquet(str(target), table(3))
+    assert (raised.value.errno, raised.value.strerror, raised.value.filename) == (errno.ENOSPC, "No space left on device", str(target))
+    assert leftovers(target.parent, set()) == []
+
+
+def test_an_error_about_another_file_keeps_its_name(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as raised:
+        storage.copy(str(tmp_path / "missing.parquet"), str(tmp_path / "copy.parquet"))
+    assert raised.value.filename == str(tmp_path / "missing.parquet")
+    assert leftovers(tmp_path, set()) == []
