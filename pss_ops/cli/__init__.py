@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pss_ops.cli.step import (
     ARRAY_INDEX_ENV,
     STEPS,
     WAREHOUSE_ENV,
+    add_category_arguments,
     add_step_parser,
     add_train_matcher_arguments,
     add_training_arguments,
@@ -32,8 +34,13 @@ from pss_ops.cli.step import (
 )
 from pss_ops.config import ConfigError, load_config, with_k
 from pss_ops.features.cache.backends import open_cache
+from pss_ops.warehouse.errors import WarehouseError
 
-__all__ = ["ARRAY_INDEX_ENV", "STEPS", "WAREHOUSE_ENV", "build_parser", "main"]
+__all__ = ["ARRAY_INDEX_ENV", "DEBUG_ENV", "STEPS", "WAREHOUSE_ENV", "build_parser", "error_message", "main"]
+
+log = logging.getLogger("pss")
+# Set to 1 to get tracebacks from workers whose command line you don't write (Airflow tasks, Batch jobs).
+DEBUG_ENV = "PSS_DEBUG"
 
 
 def _print_summary(summary: dict[str, Any], outputs: str) -> None:
@@ -83,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config,
         catalog_uri=catalog,
         out_dir=args.out,
-        categories=categories(args.categories),
+        categories=categories(args.categories, args.category),
         warehouse_url=args.warehouse_url or os.environ.get(WAREHOUSE_ENV),
         snapshot_date=args.snapshot_date,
         run_id=args.run_id,
@@ -228,13 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="pss", description="Product Similarity Service")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help=f"print the traceback of a failure (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole pipeline in-process")
     run.add_argument("--config", required=True, help="application config (YAML)")
     run.add_argument("--catalog", help="catalog file (.csv, .csv.gz, .parquet), local or s3://; default: the config's catalog_uri")
     run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--categories", help="comma-separated categories to (re)compute; default all")
+    add_category_arguments(run)
     run.add_argument("--warehouse-url", help=f"SQLAlchemy URL (default: SQLite in --out; env {WAREHOUSE_ENV})")
     run.add_argument("--snapshot-date", type=iso_date, help="snapshot date (default: today)")
     run.add_argument("--run-id", help="run id (default: generated)")
@@ -290,9 +298,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def error_message(err: BaseException) -> str:
+    """What `pss: error:` says about an exception: the problem and the thing it concerns (file, URL, key), on one line."""
+    if isinstance(err, OSError) and err.filename is not None:
+        # "[Errno 28] No space left on device: '/out/x'" reads better as the reason, then the path (and a rename's target).
+        target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else str(err.filename)
+        return _one_line(f"{err.strerror or type(err).__name__}: {target}")
+    text = _one_line(str(err))
+    # An error whose text alone names its problem is shown as it is; a bare one (KeyError('x'), a library's
+    # RuntimeError) keeps its class so the line still says what went wrong.
+    if isinstance(err, (ConfigError, CatalogError, ValueError, OSError, WarehouseError)) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `pss` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the `pss` console script: every failure ends in one `pss: error:` line (a traceback with --debug)."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # Accepted anywhere on the line (`pss run ... --debug`), not only before the subcommand.
+    debug = "--debug" in arguments or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = build_parser().parse_args([a for a in arguments if a != "--debug"])
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -302,6 +331,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (ConfigError, CatalogError, FileNotFoundError, ValueError) as err:
-        print(f"pss: error: {err}", file=sys.stderr)
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        # A command's own usage message ("pss run: give --catalog ..."): same line shape, same exit status 1.
+        _report_error(stop, _one_line(stop.code), debug)
+        return 1
+    except KeyboardInterrupt as err:
+        _report_error(err, "interrupted", debug)
+        return 130
+    except (ConfigError, CatalogError, ValueError, FileNotFoundError) as err:
+        # The input is wrong (config, catalog, arguments, a missing file): exit 2, as scripts already expect.
+        _report_error(err, error_message(err), debug)
         return 2
+    except Exception as err:  # noqa: BLE001 - the one place every other failure (disk, network, a bug) is reported
+        _report_error(err, error_message(err), debug)
+        return 1
+
+
+def _report_error(err: BaseException, message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    else:
+        log.debug("traceback", exc_info=err)
+    print(f"pss: error: {message}", file=sys.stderr, flush=True)

@@ -30,11 +30,35 @@ ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 WAREHOUSE_ENV = "PSS_WAREHOUSE_URL"
 
 
-def categories(value: str | None) -> tuple[str, ...] | None:
-    """A --categories value as its distinct names in order; None (every category) when empty."""
-    if not value:
-        return None
-    return tuple(dict.fromkeys(c.strip() for c in value.split(",") if c.strip())) or None
+def categories(value: str | None, repeated: list[str] | None = None) -> tuple[str, ...] | None:
+    """--categories (comma-separated, or a JSON list for names with commas) and each --category, distinct, in order.
+
+    None (every category) when neither names one.
+    """
+    names: list[str] = []
+    text = (value or "").strip()
+    if text.startswith("["):
+        try:
+            listed = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--categories: not a JSON list of names: {err}") from None
+        if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+            raise ValueError(f"--categories: a JSON value must be a list of names (strings), got {text!r}")
+        names.extend(listed)
+    elif text:
+        names.extend(text.split(","))
+    names.extend(repeated or ())
+    return tuple(dict.fromkeys(n.strip() for n in names if n.strip())) or None
+
+
+CATEGORIES_HELP = 'categories to (re)compute, comma-separated or a JSON list (["a, b", "c"]); default all'
+CATEGORY_HELP = "one category to (re)compute, its name as it is (commas allowed); repeatable"
+
+
+def add_category_arguments(parser: argparse.ArgumentParser) -> None:
+    """--categories and the repeatable --category, for every command that picks categories."""
+    parser.add_argument("--categories", help=CATEGORIES_HELP)
+    parser.add_argument("--category", action="append", help=CATEGORY_HELP)
 
 
 def iso_date(value: str) -> dt.date:
@@ -96,7 +120,7 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
     # Not argparse-required: _plan's own check keeps the message and exit status scripts already see.
     parser.add_argument("--config", help="application config (required)")
     parser.add_argument("--catalog", help="catalog file, local or s3:// (required)")
-    parser.add_argument("--categories", help="comma-separated categories to (re)compute; default all")
+    add_category_arguments(parser)
     parser.add_argument("--snapshot-date", type=iso_date, help="snapshot date (default: today)")
     parser.add_argument("--run-id", help="run id (default: generated)")
     parser.add_argument("--cache-uri", help="embedding cache shared by every run (default: the config's cache.uri)")
@@ -188,7 +212,7 @@ def _plan(args: argparse.Namespace) -> int:
         snapshot_date=args.snapshot_date or dt.date.today(),
         run_id=args.run_id or new_run_id(),
         cache_uri=cache_uri,
-        categories=categories(args.categories),
+        categories=categories(args.categories, args.category),
         full_refresh=args.full_refresh,
     )
     return _printed(plan.plan(ctx))

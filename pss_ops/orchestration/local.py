@@ -37,6 +37,14 @@ def run_commands(commands: Sequence[Sequence[str]], *, max_parallel: int, env: M
             for line in done.stderr.splitlines()[-20:]:
                 log.info("  %s", line)
             if done.returncode != 0:
-                failures.append(f"exit {done.returncode}: {' '.join(command)}\n{done.stderr[-STDERR_TAIL:]}")
+                failures.append((error_line(done.stderr), f"exit {done.returncode}: {' '.join(command)}\n{done.stderr[-STDERR_TAIL:]}"))
     if failures:
-        raise StepFailedError(f"{len(failures)} of {len(commands)} step commands failed:\n" + "\n".join(failures))
+        # The first line is the worker's own `pss: error:` line, so the task log's failure reads as the CLI's would.
+        first = next((line for line, _ in failures if line), None)
+        details = "\n".join(detail for _, detail in failures)
+        raise StepFailedError((f"{first}\n" if first else "") + f"{len(failures)} of {len(commands)} step commands failed:\n{details}")
+
+
+def error_line(stderr: str) -> str | None:
+    """The last `pss: error:` line a pss command printed, if any."""
+    return next((line for line in reversed(stderr.splitlines()) if line.startswith("pss: error:")), None)

@@ -81,8 +81,9 @@ def prepare_run(
     config_uri = freeze_config(run_uri, config)
     wanted = sorted(dict.fromkeys(c.strip() for c in categories or [] if c.strip()))
     arguments = ["--config", config_uri, "--catalog", catalog_uri, "--snapshot-date", day, "--run-id", run_id, "--cache-uri", cache]
-    if wanted:
-        arguments += ["--categories", ",".join(wanted)]
+    for name in wanted:
+        # One --category each: a name may hold a comma.
+        arguments += ["--category", name]
     if full_refresh:
         arguments.append("--full-refresh")
     return RunRequest(

@@ -5,18 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import os
 import secrets
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pss_ops import layout, storage
 from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.features.text.encode import release_text_models
-from pss_ops.manifests import CatalogPlan, QueriedPartition, RunContext
+from pss_ops.manifests import CatalogPlan, PublishResult, QueriedPartition, RunContext
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.embed import embed_partition
 from pss_ops.steps.plan import make_context, plan
@@ -25,11 +28,15 @@ from pss_ops.steps.post_filter import post_filter_partition
 from pss_ops.steps.publish import publish
 from pss_ops.steps.query import query_partition
 from pss_ops.steps.report import report
-from pss_ops.warehouse.publish import default_warehouse_url
+from pss_ops.warehouse.publish import check_warehouse, default_warehouse_url
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+
+class OutputError(ValueError):
+    """The output folder can't be used: it is a file, or it can't be written."""
 
 
 def _stderr(message: str) -> None:
@@ -137,6 +144,9 @@ def run_pipeline(
     """Run plan → embed → plan_index → build_index → query → post_filter → publish → report."""
     out_dir = storage.absolute(out_dir)
     warehouse_url = warehouse_url or default_warehouse_url(out_dir)
+    # What can be known without the catalog fails here, before any compute: the catalog itself is checked by plan.
+    check_outputs_writable(out_dir)
+    check_warehouse(warehouse_url)
     searched = search_run(
         config,
         catalog_uri=catalog_uri,
@@ -149,13 +159,37 @@ def run_pipeline(
     )
     ctx, catalog_plan, stage = searched.ctx, searched.catalog_plan, searched.stage
     stage("post_filter", searched.queried, lambda q: post_filter_partition(ctx, q))
-    stage("publish", [None], lambda _: publish(ctx, catalog_plan, warehouse_url))
-    summary = stage("report", [None], lambda _: report(ctx, wall_seconds=stage.wall))[0]
-    summary["wall_seconds"] = stage.wall
+    summary: dict[str, Any] = {}
+    publish_started = time.perf_counter()
+    # The warehouse is written last. Everything else is written, staged beside its target, while the warehouse
+    # transaction holds the new rows: the report, then the top-level outputs. A failure up to the commit leaves the
+    # previous state everywhere (the staged files are removed); after it, only renames remain.
+    with ExitStack() as staged:
 
-    # The run directory keeps everything; the top level of out_dir shows the latest run.
-    storage.copy(layout.similar_items(ctx.run_uri), storage.join(out_dir, "similar_items.parquet"))
-    storage.copy(layout.duplicate_groups(ctx.run_uri), storage.join(out_dir, "duplicate_groups.parquet"))
-    storage.copy(catalog_plan.rejects_uri, storage.join(out_dir, "rejects.csv"))
-    storage.write_json(storage.join(out_dir, "run_summary.json"), summary)
+        def finish_before_commit(published: PublishResult) -> None:
+            stage.wall["publish"] = round(time.perf_counter() - publish_started, 3)
+            summary.update(stage("report", [None], lambda _: report(ctx, wall_seconds=stage.wall, published=published))[0])
+            summary["wall_seconds"] = stage.wall
+            for source, name in (
+                (layout.similar_items(ctx.run_uri), "similar_items.parquet"),
+                (layout.duplicate_groups(ctx.run_uri), "duplicate_groups.parquet"),
+                (catalog_plan.rejects_uri, "rejects.csv"),
+            ):
+                storage.copy(source, staged.enter_context(storage.writing_file(storage.join(out_dir, name))))
+            storage.write_json(staged.enter_context(storage.writing_file(storage.join(out_dir, "run_summary.json"))), summary)
+
+        publish(ctx, catalog_plan, warehouse_url, before_commit=finish_before_commit)
     return summary
+
+
+def check_outputs_writable(out_dir: str) -> None:
+    """Fail before any compute when the output folder can't be created or written (a file, read-only, no credentials)."""
+    if not storage.is_s3(out_dir) and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(f"output folder {out_dir} is a file, not a folder")
+    probe = storage.join(out_dir, f".pss-write-check-{os.getpid()}")
+    try:
+        storage.write_text(probe, "")
+        storage.delete(probe)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise OutputError(f"output folder {out_dir} is not writable: {' '.join(reason.split())}") from err

@@ -7,7 +7,7 @@ queries of several partitions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from pss_ops.manifests import CatalogPlan, FilteredPartition, PublishResult, Run
 from pss_ops.matching.groups import GROUP_COLUMNS, Comparable, every_pair, linked_groups
 from pss_ops.search.filters import passes
 from pss_ops.timing import timed
-from pss_ops.warehouse.publish import publish_similar_items, redact_url
+from pss_ops.warehouse.publish import PublishStats, publish_similar_items, redact_url
 from pss_ops.warehouse.schema import GROUPS_TABLE_NAME, arrow_schema
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,18 @@ def duplicate_groups(ctx: RunContext, catalog_plan: CatalogPlan, filtered: list[
     return pa.table({name: columns[name] for name in shape.names}).cast(shape)
 
 
-def publish(ctx: RunContext, catalog_plan: CatalogPlan, warehouse_url: str) -> PublishResult:
-    """Publish every filtered partition and the duplicate groups; all partitions must exist, or nothing is published."""
+def publish(
+    ctx: RunContext,
+    catalog_plan: CatalogPlan,
+    warehouse_url: str,
+    *,
+    before_commit: Callable[[PublishResult], None] | None = None,
+) -> PublishResult:
+    """Publish every filtered partition and the duplicate groups; all partitions must exist, or nothing is published.
+
+    The run's files are written first and the warehouse last. before_commit gets the result once the warehouse holds
+    every row, before its commit: anything it writes that fails leaves the warehouse as it was.
+    """
     with timed("publish") as timer:
         # Read every manifest first: a missing partition fails here, before the warehouse is touched.
         filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in catalog_plan.partitions]
@@ -120,6 +130,21 @@ def publish(ctx: RunContext, catalog_plan: CatalogPlan, warehouse_url: str) -> P
         groups = duplicate_groups(ctx, catalog_plan, filtered)
         groups_uri = layout.duplicate_groups(ctx.run_uri)
         storage.write_parquet(groups_uri, groups)
+
+        def result_of(stats: PublishStats) -> PublishResult:
+            return PublishResult(
+                parquet_uri=parquet_uri,
+                warehouse=redact_url(warehouse_url),
+                table=stats.table,
+                categories=tuple(stats.categories),
+                rows=rows,
+                rows_replaced=stats.rows_deleted,
+                seconds=timer.seconds,  # so far, when before_commit asks
+                groups_uri=groups_uri,
+                duplicate_groups=len(set(groups.column("group_id").to_pylist())),
+                items_in_groups=groups.num_rows,
+            )
+
         stats = publish_similar_items(
             warehouse_url,
             application=ctx.application,
@@ -128,19 +153,9 @@ def publish(ctx: RunContext, catalog_plan: CatalogPlan, warehouse_url: str) -> P
             batches=_stream(filtered),
             expected_rows=sum(f.rows for f in filtered),
             group_batches=[groups],
+            before_commit=None if before_commit is None else lambda stats: before_commit(result_of(stats)),
         )
-    result = PublishResult(
-        parquet_uri=parquet_uri,
-        warehouse=redact_url(warehouse_url),
-        table=stats.table,
-        categories=tuple(stats.categories),
-        rows=rows,
-        rows_replaced=stats.rows_deleted,
-        seconds=timer.seconds,
-        groups_uri=groups_uri,
-        duplicate_groups=len(set(groups.column("group_id").to_pylist())),
-        items_in_groups=groups.num_rows,
-    )
+    result = result_of(stats).model_copy(update={"seconds": timer.seconds})
     result.write(layout.publish_manifest(ctx.run_uri))
     log.info(
         "publish: %d rows to %s (%s), replaced %d; %d duplicate groups of %d items",

@@ -83,8 +83,11 @@ def _matching_summary(
     }
 
 
-def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> dict[str, Any]:
-    """Gather every manifest of the run into run_summary.json and return it."""
+def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None, published: PublishResult | None = None) -> dict[str, Any]:
+    """Gather every manifest of the run into run_summary.json and return it.
+
+    published stands in for the publish manifest when the report is written before the warehouse commits (pss run).
+    """
     with timed("report"):
         plan = CatalogPlan.read(layout.plan_manifest(ctx.run_uri))
         embedded = [EmbeddedPartition.read(layout.embed_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
@@ -92,7 +95,7 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None) -> 
         built = [BuiltIndex.read(layout.index_manifest(ctx.run_uri, p.name)) for p in index_plan.partitions]
         queried = [QueriedPartition.read(layout.query_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
         filtered = [FilteredPartition.read(layout.filter_manifest(ctx.run_uri, p.name)) for p in plan.partitions]
-        published = PublishResult.read(layout.publish_manifest(ctx.run_uri))
+        published = published or PublishResult.read(layout.publish_manifest(ctx.run_uri))
         quality = sampled_recall(ctx, embedded, queried, index_plan, built)
 
     removed: dict[str, int] = {}

@@ -348,7 +348,8 @@ def test_prepare_run_freezes_config_and_builds_plan_arguments(config_file: Path,
         "--snapshot-date", "2024-05-01",
         "--run-id", "scheduled__2024-05-01T00_00_00_00_00",
         "--cache-uri", str(root / "cache" / "embeddings.sqlite"),
-        "--categories", "group_a,group_b",
+        "--category", "group_a",
+        "--category", "group_b",
         "--full-refresh",
     ]  # fmt: skip
     assert request.as_dict()["plan_arguments"] == request.plan_arguments
@@ -361,7 +362,7 @@ def test_prepare_run_defaults_to_config_runs_root_and_keeps_k(config_file: Path,
     assert load_config(request.config_uri) == load_config(config_file)
     assert request.cache_uri == "dynamodb://pss-cache"
     assert request.categories == []
-    assert "--categories" not in request.plan_arguments and "--full-refresh" not in request.plan_arguments
+    assert "--category" not in request.plan_arguments and "--full-refresh" not in request.plan_arguments
 
 
 def test_prepare_run_on_s3_needs_a_shared_cache(config_file: Path) -> None:

@@ -412,3 +412,128 @@ def test_an_old_warehouse_gains_duplicate_groups_under_the_schema_lock(schema_ur
     assert not errors, errors
     assert blocked, "ensure_schema created duplicate_groups without waiting for the schema lock"
     assert not worker.is_alive() and created
+
+
+def _waiting_for_advisory_locks(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").scalar_one())
+    finally:
+        engine.dispose()
+
+
+class _PausedPublish:
+    """A publish in a thread that stops after its first batch, its transaction open, until resumed."""
+
+    def __init__(self, url: str, categories: list[str], first: list[Any], rest: list[Any]) -> None:
+        self.written, self.resume = threading.Event(), threading.Event()
+        self.errors: list[BaseException] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield make_batch(first)
+            self.written.set()
+            assert self.resume.wait(60), "never resumed"
+            if rest:
+                yield make_batch(rest)
+
+        def run() -> None:
+            try:
+                publish_similar_items(url, application=APP, snapshot_date=DAY, categories=categories, batches=batches())
+            except BaseException as exc:  # surfaced in the main thread
+                self.errors.append(exc)
+                self.written.set()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert self.written.wait(60), "the publish never wrote its first batch"
+        assert not self.errors, self.errors
+
+    def finish(self) -> None:
+        self.resume.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        assert not self.errors, self.errors
+
+
+def _wait_until(check: Any, what: str) -> None:
+    for _ in range(600):
+        if check():
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def test_two_publishes_of_the_same_category_at_once_end_with_the_last_ones_rows_and_no_error(schema_url: tuple[str, str]) -> None:
+    """Before the slice lock, the second publish always died with UniqueViolation on COPY similar_items."""
+    _, url = schema_url
+    publish(url, ["headphones", "chargers"], make_batch(HEADPHONES + CHARGERS))
+    first_rows = [("headphones", f"B1{q:08d}", "B0863TXGM3", 1, 0.7) for q in range(6)]
+    second_rows = [("headphones", f"B2{q:08d}", "B0756CYWWD", 1, 0.6) for q in range(4)]
+    first = _PausedPublish(url, ["headphones"], first_rows[:3], first_rows[3:])
+    second_done = threading.Event()
+    second_errors: list[BaseException] = []
+
+    def run_second() -> None:
+        try:
+            publish(url, ["headphones"], make_batch(second_rows))
+        except BaseException as exc:  # surfaced in the main thread
+            second_errors.append(exc)
+        finally:
+            second_done.set()
+
+    second = threading.Thread(target=run_second)
+    second.start()
+    try:
+        # The second publish waits for the first's slice lock instead of racing it to the primary key.
+        _wait_until(lambda: _waiting_for_advisory_locks(url) == 1, "the second publish waits on the slice lock")
+        assert not second_done.is_set()
+        assert read_rows(url) == expected(HEADPHONES + CHARGERS)  # readers still see the old rows
+    finally:
+        first.finish()
+        second.join(60)
+    assert not second.is_alive() and not second_errors, second_errors
+    # The last publish wins; the other category is untouched; no duplicate keys.
+    assert read_rows(url) == expected(second_rows + CHARGERS)
+
+
+def test_publishes_of_different_categories_do_not_wait_for_each_other(schema_url: tuple[str, str]) -> None:
+    _, url = schema_url
+    publish(url, ["headphones", "chargers"], make_batch(HEADPHONES + CHARGERS))
+    paused = _PausedPublish(url, ["headphones"], HEADPHONES[:1], HEADPHONES[1:])
+    try:
+        publish(url, ["chargers"], make_batch(CHARGERS[:1]))  # returns while the headphones publish is open
+    finally:
+        paused.finish()
+    assert read_rows(url) == expected(HEADPHONES + CHARGERS[:1])
+
+
+def test_a_publish_of_many_categories_locks_the_date_and_waits_for_a_one_category_publish(schema_url: tuple[str, str]) -> None:
+    """Beyond PG_CATEGORY_LOCKS_MAX categories one date lock stands in for per-category locks, and still excludes them."""
+    from pss_ops.warehouse.publish import PG_CATEGORY_LOCKS_MAX
+
+    _, url = schema_url
+    many = [f"category-{i:03d}" for i in range(PG_CATEGORY_LOCKS_MAX + 1)]
+    wide_rows = [(c, "B0863TXGM3", "B0756CYWWD", 1, 0.5) for c in many]
+    paused = _PausedPublish(url, ["category-007"], [("category-007", "B0000000001", "B0000000002", 1, 0.9)], [])
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def run_wide() -> None:
+        try:
+            publish(url, many, make_batch(wide_rows))
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    wide = threading.Thread(target=run_wide)
+    wide.start()
+    try:
+        _wait_until(lambda: _waiting_for_advisory_locks(url) == 1, "the wide publish waits on the date lock")
+        assert not done.is_set()
+    finally:
+        paused.finish()
+        wide.join(60)
+    assert not wide.is_alive() and not errors, errors
+    assert read_rows(url) == expected(wide_rows)

@@ -31,7 +31,10 @@ RUN = "/runs/app/2024-05-01/r1"
 PER_PARTITION = {"--run-uri", "--partition", "--partition-offset"}
 # Each step's options as `pss step` accepted them before the split (the options scripts use today).
 OPTIONS = {
-    "plan": {"--run-uri", "--config", "--catalog", "--categories", "--snapshot-date", "--run-id", "--cache-uri", "--full-refresh", "--k"},
+    "plan": {
+        *("--run-uri", "--config", "--catalog", "--categories", "--category"),
+        *("--snapshot-date", "--run-id", "--cache-uri", "--full-refresh", "--k"),
+    },
     "embed": PER_PARTITION,
     "plan-index": {"--run-uri"},
     "build-index": PER_PARTITION,
@@ -51,6 +54,7 @@ SAMPLES: dict[str, tuple[str | None, str, Any]] = {
     "--config": ("app.yaml", "config", "app.yaml"),
     "--catalog": ("catalog.csv", "catalog", "catalog.csv"),
     "--categories": ("a,b", "categories", "a,b"),
+    "--category": ("a, b", "category", ["a, b"]),
     "--snapshot-date": ("2024-05-02", "snapshot_date", dt.date(2024, 5, 2)),
     "--run-id": ("r2", "run_id", "r2"),
     "--cache-uri": ("dynamodb://embeddings", "cache_uri", "dynamodb://embeddings"),
@@ -191,9 +195,18 @@ def test_train_seed_is_the_given_one_else_the_training_configs(
     assert seen["pair_sources"] == [("m.csv", "labelled")]
 
 
-def test_step_train_without_its_inputs_keeps_the_pss_train_message() -> None:
-    with pytest.raises(SystemExit, match=r"^pss train: --config, --catalog, --pairs and --registry are required$"):
-        main(["step", "train", "--run-uri", RUN, "--config", "app.yaml"])
+def usage_failure(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """A command's exit status and its `pss: error:` lines (usage messages keep exit status 1 and their text)."""
+    capsys.readouterr()
+    code = main(argv)
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("pss: error:")]
+
+
+def test_step_train_without_its_inputs_keeps_the_pss_train_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage_failure(["step", "train", "--run-uri", RUN, "--config", "app.yaml"], capsys) == (
+        1,
+        ["pss: error: pss train: --config, --catalog, --pairs and --registry are required"],
+    )
 
 
 # --- the dispatch table ---------------------------------------------------------------------------------
@@ -253,7 +266,7 @@ def test_prepare_run_arguments_plan_the_run(planned: Planned) -> None:
     request = planned.request
     args = _parse(*step_arguments("plan", request.run_uri), *request.plan_arguments)
     assert (args.config, args.catalog, args.cache_uri) == (request.config_uri, request.catalog_uri, request.cache_uri)
-    assert (args.snapshot_date, args.run_id, args.categories, args.full_refresh) == (SNAPSHOT, "cli-run", "group_a,group_b", True)
+    assert (args.snapshot_date, args.run_id, args.category, args.full_refresh) == (SNAPSHOT, "cli-run", ["group_a", "group_b"], True)
     assert CatalogPlan.model_validate_json(planned.printed) == planned.plan
     assert len(planned.plan.partitions) >= 2
     ctx = RunContext.read(layout.context(request.run_uri))
@@ -280,21 +293,24 @@ def test_partition_number(options: list[str], array_index: str | None, expected:
 
 
 @pytest.mark.parametrize("name", CATALOG_PARTITIONED)
-def test_no_partition_is_refused_with_todays_message(name: str, planned: Planned, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_partition_is_refused_with_todays_message(
+    name: str, planned: Planned, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv(ARRAY_INDEX_ENV, raising=False)
     message = f"pss step {name}: give --partition N, --partition-offset N or set {ARRAY_INDEX_ENV}"
-    with pytest.raises(SystemExit, match=f"^{re.escape(message)}$"):
-        main(["step", name, "--run-uri", planned.request.run_uri])
+    assert usage_failure(["step", name, "--run-uri", planned.request.run_uri], capsys) == (1, [f"pss: error: {message}"])
 
 
 @pytest.mark.parametrize("name", CATALOG_PARTITIONED)
-def test_array_index_is_added_to_the_offset(name: str, planned: Planned, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_array_index_is_added_to_the_offset(
+    name: str, planned: Planned, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Past the manifest's end, so the step names the partition it computed instead of running it.
     count = len(planned.plan.partitions)
     monkeypatch.setenv(ARRAY_INDEX_ENV, "3")
     expected = f"catalog partition {count + 3} does not exist; the manifest has {count} (0..{count - 1})"
-    with pytest.raises(SystemExit, match=f"^{re.escape(expected)}$"):
-        main(["step", name, "--run-uri", planned.request.run_uri, "--partition-offset", str(count)])
+    argv = ["step", name, "--run-uri", planned.request.run_uri, "--partition-offset", str(count)]
+    assert usage_failure(argv, capsys) == (1, [f"pss: error: {expected}"])
 
 
 def test_missing_manifest_is_one_error_line_and_exit_2(planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,7 +333,10 @@ def test_python_m_exit_statuses(planned: Planned, tmp_path: Path) -> None:
 
     no_partition = pss("embed", "--run-uri", planned.request.run_uri)
     assert no_partition.returncode == 1 and no_partition.stdout == ""
-    assert no_partition.stderr.splitlines()[-1] == f"pss step embed: give --partition N, --partition-offset N or set {ARRAY_INDEX_ENV}"
+    assert (
+        no_partition.stderr.splitlines()[-1]
+        == f"pss: error: pss step embed: give --partition N, --partition-offset N or set {ARRAY_INDEX_ENV}"
+    )
     missing = pss("plan-index", "--run-uri", str(tmp_path / "never-planned"))
     assert missing.returncode == 2 and missing.stdout == ""
     assert [line for line in missing.stderr.splitlines() if line.startswith("pss: error:")] == [

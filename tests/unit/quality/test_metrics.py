@@ -422,9 +422,10 @@ def test_cli_pairs_only_json_line_keeps_candidate_recall(tmp_path: Path, capsys:
         (["--run-uri", "run"], "--labelled and --run-uri go together"),
     ],
 )
-def test_cli_evaluate_incomplete_arguments(extra: list[str], message: str) -> None:
-    with pytest.raises(SystemExit, match=message):
-        main(["evaluate", *extra])
+def test_cli_evaluate_incomplete_arguments(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", *extra]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pss: error: pss evaluate:") and message in line
 
 
 def test_cli_evaluate_run_without_embed_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
