@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +20,9 @@ BATCH_ROWS = 65_536  # rows validated at a time: bounds the plan step's memory, 
 CSV_BLOCK_BYTES = 16 << 20  # CSV read unit; one row must fit in it
 
 Batches = Callable[[Sequence[str] | None, int], Iterator[pa.RecordBatch]]
+
+# pyarrow's conversion error names the column by its 0-based position only.
+_CSV_UTF8_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to string: invalid UTF8 data")
 
 
 class CatalogError(ValueError):
@@ -36,6 +44,46 @@ class CatalogSource:
                 yield batch.slice(start, batch_rows)
 
 
+def _one_line(err: Exception) -> str:
+    """An Arrow or OS error's text on one line: Parquet's thrift errors span several."""
+    return " ".join(str(err).split())
+
+
+def _unreadable(uri: str, err: OSError, kind: str) -> CatalogError:
+    """An OSError reading the catalog as one sentence: no such file, a folder, S3 (credentials, bucket), or corrupt bytes."""
+    if storage.is_s3(uri):
+        return CatalogError(f"cannot read catalog {uri}: {_one_line(err)}")
+    if os.path.isdir(uri):
+        return CatalogError(f"catalog {uri} is a folder; give one .csv, .csv.gz or .parquet file")
+    if not os.path.exists(uri):
+        return CatalogError(f"catalog {uri} not found")
+    return CatalogError(f"catalog {uri} is not readable {kind}: {_one_line(err)}")
+
+
+def _invalid_utf8(uri: str, names: Sequence[str] | None, err: pa.ArrowInvalid) -> CatalogError | None:
+    """pyarrow's invalid-UTF-8 error with the data row and column it happened in, found by reading the file again."""
+    match = _CSV_UTF8_ERROR.search(str(err))
+    if match is None:
+        return None
+    position = int(match.group(1))
+    column = names[position] if names is not None and position < len(names) else f"#{position + 1}"
+    # Only on this error path: the csv module over the same bytes, undecodable ones kept as lone surrogates.
+    with storage.open_input_stream(uri) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+        for row, cells in enumerate(csv.reader(text)):
+            found = next((cell for cell in cells[position : position + 1] if _undecodable(cell)), None)
+            if found is None:
+                continue
+            where = "the header" if row == 0 else f"row {row}"
+            return CatalogError(f"catalog {uri}: {where}, column {column!r} is not valid UTF-8 (bytes {_undecodable(found)})")
+    return CatalogError(f"catalog {uri}: column {column!r} is not valid UTF-8")
+
+
+def _undecodable(cell: str) -> str:
+    """The undecodable bytes of a surrogateescape-decoded cell, as hex ("0xff 0xfe"); "" when there are none."""
+    return " ".join(f"0x{ord(c) - 0xDC00:02x}" for c in cell if "\udc80" <= c <= "\udcff")
+
+
 def _csv_reader(uri: str, names: Sequence[str] | None, columns: Sequence[str] | None, block_bytes: int) -> Any:
     import pyarrow.csv as pacsv
 
@@ -52,8 +100,10 @@ def _csv_reader(uri: str, names: Sequence[str] | None, columns: Sequence[str] | 
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=convert,
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-        raise CatalogError(f"catalog {uri} is not readable CSV: {err}") from None
+    except pa.ArrowInvalid as err:
+        raise _invalid_utf8(uri, names, err) or CatalogError(f"catalog {uri} is not readable CSV: {_one_line(err)}") from None
+    except OSError as err:
+        raise _unreadable(uri, err, "CSV") from None
 
 
 def _open_csv(uri: str, block_bytes: int) -> CatalogSource:
@@ -67,7 +117,10 @@ def _open_csv(uri: str, block_bytes: int) -> CatalogSource:
             except StopIteration:
                 return
             except pa.ArrowInvalid as err:
-                raise CatalogError(f"catalog {uri} is not readable CSV: {err}") from None
+                raise _invalid_utf8(uri, names, err) or CatalogError(f"catalog {uri} is not readable CSV: {_one_line(err)}") from None
+            except OSError as err:
+                # A corrupt .gz is found while streaming; zlib's complaint is the reason.
+                raise _unreadable(uri, err, "CSV") from None
             yield batch
 
     return CatalogSource(uri, names, read)
@@ -76,18 +129,39 @@ def _open_csv(uri: str, block_bytes: int) -> CatalogSource:
 def _open_parquet(uri: str) -> CatalogSource:
     try:
         # Random access by row group through the URI layer, local or on S3: neither memory nor disk holds the file.
-        names = tuple(storage.open_parquet(uri).schema_arrow.names)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise CatalogError(f"catalog {uri} is not readable Parquet: {err}") from None
+        with storage.open_parquet(uri) as opened:
+            names = tuple(opened.schema_arrow.names)
+            groups = opened.metadata.num_row_groups
+    except pa.ArrowInvalid as err:
+        raise CatalogError(f"catalog {uri} is not readable Parquet: {_one_line(err)}") from None
+    except OSError as err:
+        raise _unreadable(uri, err, "Parquet") from None
 
     def read(columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        yield from storage.open_parquet(uri).iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
+        # Row group by row group, so a corrupt page is reported with the rows it holds.
+        selected = list(columns) if columns else None
+        first = 1
+        with storage.open_parquet(uri) as file:
+            for group in range(groups):
+                rows = file.metadata.row_group(group).num_rows
+                try:
+                    yield from file.iter_batches(batch_size=batch_rows, row_groups=[group], columns=selected)
+                except (pa.ArrowException, OSError) as err:
+                    raise CatalogError(
+                        f"catalog {uri} is not readable Parquet: row group {group + 1} of {groups} "
+                        f"(data rows {first}-{first + rows - 1}): {_one_line(err)}"
+                    ) from None
+                first += rows
 
     return CatalogSource(uri, names, read)
 
 
+def _repeated(names: Sequence[str]) -> list[str]:
+    return [name for name, count in Counter(names).items() if count > 1]
+
+
 def open_catalog(uri: str, *, csv_block_bytes: int | None = None) -> CatalogSource:
-    """Open a CSV (.csv, .csv.gz) or Parquet catalog for streaming; the required columns must be there."""
+    """Open a CSV (.csv, .csv.gz) or Parquet catalog for streaming; the required columns must be there, each once."""
     lowered = uri.lower()
     if lowered.endswith((".parquet", ".pq")):
         source = _open_parquet(uri)
@@ -95,6 +169,12 @@ def open_catalog(uri: str, *, csv_block_bytes: int | None = None) -> CatalogSour
         source = _open_csv(uri, csv_block_bytes or CSV_BLOCK_BYTES)
     else:
         raise CatalogError(f"catalog {uri}: unsupported format; use .csv, .csv.gz or .parquet")
+    repeated = _repeated(source.columns)
+    if repeated:
+        # pyarrow would keep one of the copies silently (CSV) or return both under one name (Parquet).
+        raise CatalogError(
+            f"catalog {uri} has duplicate column name(s) {', '.join(repr(c) for c in repeated)}; each column must appear once"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in source.columns]
     if missing:
         raise CatalogError(

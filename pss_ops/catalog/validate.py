@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -22,13 +22,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pss_ops import storage
+from pss_ops.catalog.cells import as_text, first_control, has_control, has_control_repeated, ids_as_text, text_type_problem
 from pss_ops.catalog.source import BATCH_ROWS, REQUIRED_COLUMNS, CatalogError, CatalogSource, open_catalog
 from pss_ops.catalog.vectors import OK, blank_mask, parse_vectors, problems, reason
-from pss_ops.config import VECTOR_COLUMNS, AppConfig
+from pss_ops.config import VECTOR_COLUMNS, AppConfig, TextField
+from pss_ops.features.coverage import FeatureCoverage, visible_mask
 
 log = logging.getLogger(__name__)
 
 OPTIONAL_TEXT_COLUMNS = ("category", "description", "brand", "price")
+# The catalog columns a text feature or lexical retriever may read.
+TEXT_FIELDS: tuple[str, ...] = get_args(TextField)
+CATEGORIES_SHOWN = 20
 REJECT_COLUMNS = ("row", "item_id", "reason", "record")
 
 
@@ -68,15 +73,6 @@ def _expected_dims(source: CatalogSource, config: AppConfig, batch_rows: int) ->
         for column in unused:
             dims[column] = lengths[column].most_common(1)[0][0] if lengths[column] else None
     return dims
-
-
-def _text(array: pa.Array, blank: np.ndarray) -> pa.Array:
-    """Cells as text, NULL where blank; non-text cells become their Python str()."""
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        return pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), pc.cast(array, pa.string()))
-    return pa.array([None if b else str(v) for v, b in zip(array.to_pylist(), blank)], pa.string())
 
 
 def _plain(value: Any) -> Any:
@@ -127,6 +123,8 @@ class CatalogValidator:
         reserved = (*REQUIRED_COLUMNS, *OPTIONAL_TEXT_COLUMNS, *VECTOR_COLUMNS)
         self.attribute_columns = tuple(c for c in source.columns if c not in reserved)
         self.default_category = config.catalog.default_category
+        self.uri = source.uri
+        self.coverage = FeatureCoverage(config)
         self.categories = categories
         self.schema = pa.schema(
             [
@@ -142,19 +140,38 @@ class CatalogValidator:
         self._present: set[str] = set()
         self._in_scope: set[str] = set()
 
+    def _check_types(self, schema: pa.Schema) -> None:
+        """Text columns must have one text form per cell; a list or a struct would be stored as Python's repr."""
+        vectors = set(self.dims)
+        for field in schema:
+            if field.name not in vectors and text_type_problem(field.type):
+                raise CatalogError(f"catalog {self.uri}: column {field.name!r} has type {field.type}; it must be text")
+
     def validate(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[Reject]]:
         """The batch's accepted in-scope rows in the partition schema, and its rejects."""
+        self._check_types(batch.schema)
         n, start = batch.num_rows, self.rows_read
         self.rows_read += n
         names = batch.schema.names
         item, title = batch.column("item_id"), batch.column("title")
-        id_blank, title_blank = blank_mask(item), blank_mask(title)
-        id_text = _text(item, id_blank)
+        id_text, float_id = ids_as_text(item, blank_mask(item))
         keys = pc.utf8_trim_whitespace(id_text)
-
+        title_text = as_text(title, blank_mask(title))
+        if "category" in names:
+            category = pc.fill_null(as_text(batch.column("category"), blank_mask(batch.column("category"))), self.default_category)
+        else:
+            category = pa.array([self.default_category] * n, pa.string())
+        flags = {
+            "empty item_id": ~visible_mask(keys),
+            "bad item_id": float_id | has_control(keys),
+            "empty title": ~visible_mask(title_text),
+            "bad category": has_control_repeated(category),
+        }
         vectors = {c: parse_vectors(batch.column(c)) for c in self.dims}
         codes = {c: problems(vectors[c], self.dims[c], c in self.configured) for c in self.dims}
-        bad = id_blank | title_blank
+        bad = np.zeros(n, dtype=bool)
+        for flag in flags.values():
+            bad |= flag
         for code in codes.values():
             bad |= code != OK
         duplicate_of = np.zeros(n, dtype=np.int64)
@@ -166,29 +183,40 @@ class CatalogValidator:
                     duplicate_of[i] = first
         bad |= duplicate_of > 0
 
+        columns: list[pa.Array] = [keys, title_text, category]
+        for column in ("description", "brand", "price"):
+            # Price stays text: real feeds carry currencies ("69.71 gbp") and no step computes with it.
+            columns.append(as_text(batch.column(column), blank_mask(batch.column(column))) if column in names else pa.nulls(n, pa.string()))
+        columns.extend(vectors[c].arrow() for c in self.dims)
+        columns.extend(as_text(batch.column(c), blank_mask(batch.column(c))) for c in self.attribute_columns)
+        table = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+        # Last, on the rows every other check accepts, and on their text as the embed step will read it.
+        no_features = np.zeros(n, dtype=bool)
+        candidates = table.filter(pa.array(~bad)) if bad.any() else table
+        no_features[~bad] = self.coverage.uncovered({f: candidates.column(f) for f in TEXT_FIELDS})
+        bad |= no_features
+
         rejects: list[Reject] = []
         rejected = np.flatnonzero(bad)
         if len(rejected):
             records = batch.take(pa.array(rejected, pa.int64())).to_pylist()
-            ids = id_text.take(pa.array(rejected, pa.int64())).to_pylist()
-            for i, record, original_id in zip(rejected.tolist(), records, ids):
-                text = self._reason(i, id_blank, title_blank, codes, vectors, duplicate_of, keys)
+            texts = pa.table({"id": id_text, "key": keys, "title": title_text, "category": category}).take(pa.array(rejected, pa.int64()))
+            for i, record, row in zip(rejected.tolist(), records, texts.to_pylist()):
+                kind = next((k for k, flag in flags.items() if flag[i]), None)
+                if kind is not None:
+                    text = self._flag_reason(kind, row, bool(float_id[i]))
+                elif any(code[i] != OK for code in codes.values()):
+                    column = next(c for c, code in codes.items() if code[i] != OK)
+                    text = reason(int(codes[column][i]), column, vectors[column].row(i), self.dims[column])
+                elif duplicate_of[i]:
+                    text = f"duplicate item_id: {row['key']!r} first seen at row {duplicate_of[i]}"
+                else:
+                    text = self.coverage.reason(row["title"])
                 self.reasons[text.split(":")[0]] += 1
-                rejects.append(Reject(start + i + 1, original_id or "", text, _record(record)))
+                rejects.append(Reject(start + i + 1, row["id"] or "", text, _record(record)))
 
-        if "category" in names:
-            category_blank = blank_mask(batch.column("category"))
-            category = pc.fill_null(_text(batch.column("category"), category_blank), self.default_category)
-        else:
-            category = pa.array([self.default_category] * n, pa.string())
-        columns: list[pa.Array] = [keys, _text(title, title_blank), category]
-        for column in ("description", "brand", "price"):
-            # Price stays text: real feeds carry currencies ("69.71 gbp") and no step computes with it.
-            columns.append(_text(batch.column(column), blank_mask(batch.column(column))) if column in names else pa.nulls(n, pa.string()))
-        columns.extend(vectors[c].arrow() for c in self.dims)
-        columns.extend(_text(batch.column(c), blank_mask(batch.column(c))) for c in self.attribute_columns)
-        accepted = pa.RecordBatch.from_arrays(columns, schema=self.schema).filter(pa.array(~bad))
-
+        accepted = table.filter(pa.array(~bad))
         if self.categories is not None:
             self._present.update(pc.unique(accepted.column("category")).to_pylist())
             in_scope = pc.is_in(accepted.column("category"), value_set=pa.array(self.categories, pa.string()))
@@ -197,31 +225,33 @@ class CatalogValidator:
         self._in_scope.update(pc.unique(accepted.column("category")).to_pylist())
         return accepted, rejects
 
-    def _reason(
-        self,
-        i: int,
-        id_blank: np.ndarray,
-        title_blank: np.ndarray,
-        codes: dict[str, np.ndarray],
-        vectors: dict[str, Any],
-        duplicate_of: np.ndarray,
-        keys: pa.Array,
-    ) -> str:
-        if id_blank[i]:
-            return "empty item_id: item_id is empty or NULL"
-        if title_blank[i]:
-            return "empty title: title is empty or NULL"
-        for column, code in codes.items():
-            if code[i] != OK:
-                return reason(int(code[i]), column, int(vectors[column].lengths[i]), self.dims[column])
-        return f"duplicate item_id: {keys[i].as_py()!r} first seen at row {duplicate_of[i]}"
+    @staticmethod
+    def _flag_reason(kind: str, row: dict[str, Any], float_id: bool) -> str:
+        if kind == "empty item_id":
+            if row["id"] is None:
+                return "empty item_id: item_id is empty or NULL"
+            return f"empty item_id: item_id {row['id']!r} has no visible character"
+        if kind == "bad item_id":
+            if float_id:
+                return f"bad item_id: item_id {row['id']} is a float, not an integer of at most 2**53; ids must be stored as text"
+            return f"bad item_id: item_id {row['key']!r} contains the control character {first_control(row['key'])}"
+        if kind == "empty title":
+            if row["title"] is None:
+                return "empty title: title is empty or NULL"
+            return f"empty title: title {row['title']!r} has no visible character"
+        return f"bad category: category {row['category']!r} contains the control character {first_control(row['category'])}"
 
     def finish(self) -> CatalogCounts:
         """The counts; fails when a requested category has no accepted row."""
         if self.categories is not None:
             unknown = [c for c in self.categories if c not in self._present]
             if unknown:
-                raise CatalogError(f"requested categories not found in the catalog: {', '.join(unknown)}")
+                present = sorted(self._present)
+                shown = ", ".join(present[:CATEGORIES_SHOWN]) + (", ..." if len(present) > CATEGORIES_SHOWN else "")
+                raise CatalogError(
+                    f"requested categories not found in the catalog {self.uri}: {', '.join(unknown)}; "
+                    f"it has {len(present)} categories with accepted rows: {shown or 'none'}"
+                )
         rejected = sum(self.reasons.values())
         accepted = self.rows_read - rejected - self.rows_out_of_scope
         log.info(
@@ -262,10 +292,12 @@ class RejectsWriter:
         self._target.__exit__(*exc)
 
 
-def check_reject_fraction(load: CatalogCounts | CatalogLoad, max_fraction: float, rejects_uri: str) -> None:
+def check_reject_fraction(
+    load: CatalogCounts | CatalogLoad, max_fraction: float, rejects_uri: str, *, catalog_uri: str | None = None
+) -> None:
     """Fail the run when too many rows were rejected; the rejects file is already written."""
     if load.rows_read == 0:
-        raise CatalogError("catalog has no rows")
+        raise CatalogError(f"catalog {catalog_uri} has no rows" if catalog_uri else "catalog has no rows")
     fraction = load.rows_rejected / load.rows_read
     if fraction > max_fraction:
         raise RejectThresholdError(
@@ -313,7 +345,11 @@ def validate_catalog(
     categories: tuple[str, ...] | None = None,
 ) -> CatalogLoad:
     """Split a frame's rows into accepted and rejected, with the same checks as the streaming plan."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        # A column mixing numbers and strings: pyarrow's message names it.
+        raise CatalogError(f"catalog frame cannot be read as columns of one type: {err}") from None
 
     def read(columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         return iter(table.select(list(columns or table.column_names)).to_batches(max_chunksize=batch_rows))

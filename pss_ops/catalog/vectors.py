@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Problem codes, in the order a cell is checked; the first that applies is the cell's problem.
-OK, BAD, MISSING, WRONG_LENGTH, NON_FINITE, ZERO = range(6)
+# Problem codes, in the order a cell is checked; the first that applies is the cell's problem. Values are
+# checked as the float32 every embedding step computes with: a finite 1e39 becomes inf, 1e-50 becomes 0.
+OK, BAD, MISSING, WRONG_LENGTH, NON_FINITE, OUT_OF_RANGE, ZERO = range(7)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _JSON_SPACE = " \t\n\r"
 _FLAT_LIST = r"^\[[^\[\]]*\]$"
@@ -27,6 +29,8 @@ def blank_mask(array: pa.Array) -> np.ndarray:
         return np.ones(len(array), dtype=bool)
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
+    if pa.types.is_string_view(array.type):
+        array = array.cast(pa.string())
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         empty = pc.equal(pc.utf8_trim_whitespace(array), "")
         return np.asarray(pc.fill_null(empty, True).to_numpy(zero_copy_only=False), dtype=bool)
@@ -58,11 +62,15 @@ class ParsedVectors:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def row(self, index: int) -> np.ndarray:
+        """One row's values as parsed (empty when blank or unparseable)."""
+        return self.values[self.offsets[index] : self.offsets[index + 1]]
+
     def arrow(self) -> pa.ListArray:
         """list<float32>, NULL where the cell was blank or unparseable."""
         return pa.ListArray.from_arrays(
             pa.array(self.offsets, pa.int32()),
-            pa.array(self.values.astype(np.float32, copy=False)),
+            pa.array(_float32(self.values)),
             mask=pa.array(self.blank | self.bad),
         )
 
@@ -152,20 +160,54 @@ def _is_list(kind: pa.DataType) -> bool:
     return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
 
 
-def _row_flags(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: does its vector hold a non-finite value, and a non-zero one."""
+@dataclass(frozen=True)
+class RowFlags:
+    """Per row, what its vector holds once it is the float32 the features and retrievers compute with."""
+
+    non_finite: np.ndarray  # a NaN or inf as given
+    overflows: np.ndarray  # a finite value beyond float32's range, which becomes inf
+    nonzero: np.ndarray  # a value that is still non-zero in float32 (1e-50 is not)
+    unnormalisable: np.ndarray  # an L2 norm that is inf or 0 in float32, so normalising gives no unit vector
+
+
+def _float32(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", under="ignore"):
+        return values.astype(np.float32, copy=False)
+
+
+def _bad_norms(block: np.ndarray) -> np.ndarray:
+    """Rows of a float32 (rows, width) block whose norm, computed as features.normalise does, is inf or 0."""
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(block, axis=-1)
+    return ~np.isfinite(norms) | (norms == 0)
+
+
+def _row_flags(values: np.ndarray, lengths: np.ndarray) -> RowFlags:
     n = len(lengths)
     width = int(lengths.max()) if n else 0
     filled = lengths == width
+    single = _float32(values)
+    flags = RowFlags(*(np.zeros(n, dtype=bool) for _ in range(4)))
     if width and np.all(filled | (lengths == 0)):
-        # The usual case, one width: a (rows, width) view instead of a per-value row index.
-        block = values.reshape(-1, width)
-        non_finite, nonzero = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        non_finite[filled] = ~np.isfinite(block).all(axis=1)
-        nonzero[filled] = block.any(axis=1)
-        return non_finite, nonzero
+        # The usual case, one width: (rows, width) views instead of a per-value row index.
+        block, block32 = values.reshape(-1, width), single.reshape(-1, width)
+        finite = np.isfinite(block).all(axis=1)
+        flags.non_finite[filled] = ~finite
+        flags.overflows[filled] = finite & ~np.isfinite(block32).all(axis=1)
+        flags.nonzero[filled] = block32.any(axis=1)
+        flags.unnormalisable[filled] = _bad_norms(block32)
+        return flags
     owner = np.repeat(np.arange(n), lengths)
-    return np.bincount(owner[~np.isfinite(values)], minlength=n) > 0, np.bincount(owner[values != 0], minlength=n) > 0
+    finite = np.isfinite(values)
+    flags.non_finite[:] = np.bincount(owner[~finite], minlength=n) > 0
+    flags.overflows[:] = ~flags.non_finite & (np.bincount(owner[finite & ~np.isfinite(single)], minlength=n) > 0)
+    flags.nonzero[:] = np.bincount(owner[single != 0], minlength=n) > 0
+    # Norms row by row of one width at a time, each block laid out as the embedding steps lay it out.
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    for row_width in np.unique(lengths[lengths > 0]).tolist():
+        rows = np.flatnonzero(lengths == row_width)
+        flags.unnormalisable[rows] = _bad_norms(single[starts[rows][:, None] + np.arange(row_width)])
+    return flags
 
 
 def problems(parsed: ParsedVectors, expected: int | None, required: bool) -> np.ndarray:
@@ -181,20 +223,37 @@ def problems(parsed: ParsedVectors, expected: int | None, required: bool) -> np.
         wrong = shaped & (lengths != expected)
         code[wrong] = WRONG_LENGTH
         shaped &= ~wrong
-    non_finite, nonzero = _row_flags(parsed.values, lengths)
-    code[shaped & non_finite] = NON_FINITE
-    code[shaped & ~non_finite & ~nonzero] = ZERO
+    flags = _row_flags(parsed.values, lengths)
+    code[shaped & flags.non_finite] = NON_FINITE
+    shaped &= ~flags.non_finite
+    code[shaped & flags.overflows] = OUT_OF_RANGE
+    shaped &= ~flags.overflows
+    code[shaped & ~flags.nonzero] = ZERO
+    code[shaped & flags.nonzero & flags.unnormalisable] = OUT_OF_RANGE
     return code
 
 
-def reason(code: int, column: str, length: int, expected: int | None) -> str:
-    """The reject reason text for a problem code (the kind before the colon)."""
+def reason(code: int, column: str, vector: np.ndarray, expected: int | None) -> str:
+    """The reject reason text for a problem code (the kind before the colon), from the row's vector as parsed."""
     if code == BAD:
         return f"bad vector: {column} is not a list of numbers"
     if code == MISSING:
         return f"missing vector: {column} is empty"
     if code == WRONG_LENGTH:
-        return f"wrong vector length: {column} has {length} values, expected {expected}"
+        return f"wrong vector length: {column} has {len(vector)} values, expected {expected}"
     if code == NON_FINITE:
         return f"non-finite vector: {column} contains NaN or inf"
+    magnitudes = np.abs(vector)
+    largest = float(vector[np.argmax(magnitudes)]) if len(vector) else 0.0
+    if code == OUT_OF_RANGE:
+        single = _float32(vector)[None, :]
+        if not np.isfinite(single).all():
+            return f"vector out of float32 range: column {column} has {largest:g}, beyond ±{_FLOAT32_MAX:.2g}"
+        with np.errstate(over="ignore", under="ignore"):
+            norm = np.linalg.norm(single, axis=-1)[0]
+        if not np.isfinite(norm):
+            return f"vector out of float32 range: column {column} has {largest:g}, and its L2 norm overflows float32"
+        return f"vector out of float32 range: column {column}'s largest value is {largest:g}, and its L2 norm underflows to 0 in float32"
+    if largest:
+        return f"zero vector: {column} is all zeros as float32 (its largest value is {largest:g}) and has no direction"
     return f"zero vector: {column} is all zeros and has no direction"

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pss_ops import layout, storage
 from pss_ops.catalog.partition import ScopePartitioner
-from pss_ops.catalog.source import BATCH_ROWS
+from pss_ops.catalog.source import BATCH_ROWS, CatalogError
 from pss_ops.catalog.validate import CatalogValidator, RejectsWriter, check_reject_fraction, open_catalog
 from pss_ops.config import AppConfig
 from pss_ops.manifests import CatalogPartition, CatalogPlan, RunContext
@@ -70,7 +70,13 @@ def plan(ctx: RunContext) -> CatalogPlan:
                     rejects.write(rejected)
                     partitioner.add(accepted)
                 counts = validator.finish()
-            check_reject_fraction(counts, config.catalog.max_reject_fraction, rejects_uri)
+            check_reject_fraction(counts, config.catalog.max_reject_fraction, rejects_uri, catalog_uri=ctx.catalog_uri)
+            if partitioner.rows == 0:
+                # Nothing to embed or search: fail here, with the reasons, rather than at publish with nothing to write.
+                raise CatalogError(
+                    f"catalog {ctx.catalog_uri}: no row accepted in scope ({counts.rows_read} read, {counts.rows_rejected} rejected, "
+                    f"{counts.rows_out_of_scope} out of scope); reasons: {counts.reject_reasons}; see {rejects_uri}"
+                )
 
             partitions: list[CatalogPartition] = []
 
