@@ -61,6 +61,23 @@ def build_similarity_dags(settings: PssSettings | None = None) -> list[DAG]:
     return [build_similarity_dag(path, settings) for path in catalog_config_paths(settings)]
 
 
+def _check_warehouse(warehouse_conn_id: str | None, default_url: str | None) -> None:
+    """Before any compute: the publish's warehouse must parse and answer. A wrong URL fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pss_airflow.hooks.warehouse import warehouse_url
+    from pss_ops.warehouse.errors import WarehouseUrlError
+    from pss_ops.warehouse.publish import check_warehouse
+
+    url = (warehouse_conn_id and warehouse_url(warehouse_conn_id)) or default_url
+    if not url:
+        return
+    try:
+        check_warehouse(url)
+    except WarehouseUrlError as err:
+        raise AirflowFailException(f"pss: error: {err}") from err
+
+
 def build_similarity_dag(config_path: str | Path, settings: PssSettings | None = None) -> DAG:
     """The daily similarity DAG of one application config."""
     settings = settings or PssSettings.from_env()
@@ -115,6 +132,7 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
                 full_refresh=bool(params.get("full_refresh")),
                 k=params.get("k"),
             )
+            _check_warehouse(settings.warehouse_conn_id, request.warehouse_url)
             return request.as_dict()
 
         @task

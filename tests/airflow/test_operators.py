@@ -377,3 +377,19 @@ def test_prepare_run_rejects_bad_k_and_missing_catalog(config_file: Path, small_
     with pytest.raises(ValueError, match="catalog_uri"):
         prepare_run(str(bare), run_id="r", snapshot_date=dt.date(2024, 5, 1), runs_uri=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_prepare_run_refuses_a_malformed_warehouse_url_without_retries_and_lets_an_unreachable_one_retry(tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+    from pss_airflow.dag_factory import _check_warehouse
+
+    from pss_ops.warehouse.errors import WarehouseError
+
+    with pytest.raises(AirflowFailException, match=r"^pss: error: malformed warehouse URL postgresql\+psycopg://reader:\*\*\*@"):
+        _check_warehouse(None, "postgresql+psycopg://reader:s3cret@db.example.com:port/warehouse")
+    # A server that doesn't answer may answer on the next try: an ordinary failure, retried by the task's policy.
+    with pytest.raises(WarehouseError, match="connecting and creating the schema failed") as raised:
+        _check_warehouse(None, "postgresql+psycopg://reader:s3cret@127.0.0.1:9/test")
+    assert not isinstance(raised.value, AirflowFailException) and "s3cret" not in str(raised.value)
+    _check_warehouse(None, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")  # creates the tables, as the publish would
+    assert (tmp_path / "warehouse.sqlite").exists()
