@@ -115,10 +115,12 @@ class CatalogValidator:
         self.configured = tuple(config.vector_columns)
         for column in self.configured:
             if column not in source.columns:
-                raise CatalogError(f"catalog is missing column {column!r} required by the config's precomputed feature or vector retriever")
+                raise CatalogError(
+                    f"catalog {source.uri} is missing column {column!r} required by the config's precomputed feature or vector retriever"
+                )
         for attribute in config.filter_attributes:
             if attribute not in source.columns and attribute != "category":
-                raise CatalogError(f"catalog is missing column {attribute!r} used by post_filter")
+                raise CatalogError(f"catalog {source.uri} is missing column {attribute!r} used by post_filter")
         self.dims = _expected_dims(source, config, batch_rows)
         reserved = (*REQUIRED_COLUMNS, *OPTIONAL_TEXT_COLUMNS, *VECTOR_COLUMNS)
         self.attribute_columns = tuple(c for c in source.columns if c not in reserved)
@@ -296,12 +298,13 @@ def check_reject_fraction(
     load: CatalogCounts | CatalogLoad, max_fraction: float, rejects_uri: str, *, catalog_uri: str | None = None
 ) -> None:
     """Fail the run when too many rows were rejected; the rejects file is already written."""
+    catalog = f"catalog {catalog_uri}" if catalog_uri else "catalog"
     if load.rows_read == 0:
-        raise CatalogError(f"catalog {catalog_uri} has no rows" if catalog_uri else "catalog has no rows")
+        raise CatalogError(f"{catalog} has no rows")
     fraction = load.rows_rejected / load.rows_read
     if fraction > max_fraction:
         raise RejectThresholdError(
-            f"{load.rows_rejected} of {load.rows_read} rows rejected ({fraction:.2%}), above the limit "
+            f"{catalog}: {load.rows_rejected} of {load.rows_read} rows rejected ({fraction:.2%}), above the limit "
             f"catalog.max_reject_fraction={max_fraction:.2%}; reasons: {load.reject_reasons}; see {rejects_uri}"
         )
 
