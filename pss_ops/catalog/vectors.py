@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # Problem codes, in the order a cell is checked; the first that applies is the cell's problem. Values are
-# checked as the float32 every embedding step computes with: a finite 1e39 becomes inf, 1e-50 becomes 0.
+# checked as the float32 every embedding step computes with: a finite 1e39 becomes inf (OUT_OF_RANGE), 1e-50
+# becomes 0 (ZERO when every value does), and a vector whose float32 L2 norm is inf (1e20 squared) or 0 (1e-30
+# squared) cannot be normalised (OUT_OF_RANGE, judged after ZERO).
 OK, BAD, MISSING, WRONG_LENGTH, NON_FINITE, OUT_OF_RANGE, ZERO = range(7)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -183,6 +185,7 @@ def _bad_norms(block: np.ndarray) -> np.ndarray:
 
 
 def _row_flags(values: np.ndarray, lengths: np.ndarray) -> RowFlags:
+    """The flags of every row, column-wise: no Python per row."""
     n = len(lengths)
     width = int(lengths.max()) if n else 0
     filled = lengths == width

@@ -235,15 +235,15 @@ class FeatureCoverage:
 
     def _found(self, need: TextNeed, fields: FieldArrays, rows: np.ndarray) -> np.ndarray:
         """For the rows the mask selects: does the need hold."""
-        arrays = {f: _rows(fields[f], rows).cast(pa.string()) for f in need.fields if f in fields}
         selected = int(rows.sum())
-        if arrays:
-            found, unmet = need.settle(list(arrays.values()))
-        else:
-            found, unmet = np.zeros(selected, dtype=bool), np.zeros(selected, dtype=bool)
+        if not need.fields:
+            return np.zeros(selected, dtype=bool)  # a feature reading no field sees "" for every item
+        present = {f: _rows(fields[f], rows).cast(pa.string()) for f in need.fields if f in fields}
+        # Arrow looks at every field in the feature's order, an absent one as NULL; the text is feature_text's own.
+        found, unmet = need.settle([present.get(f, pa.nulls(selected, pa.string())) for f in need.fields])
         rest = ~found & ~unmet
         if rest.any():
-            frame = pd.DataFrame({f: _rows(a, rest).to_pylist() for f, a in arrays.items()}, index=range(int(rest.sum())))
+            frame = pd.DataFrame({f: _rows(a, rest).to_pylist() for f, a in present.items()}, index=range(int(rest.sum())))
             found[rest] = [need.found(text) for text in self._feature_text(frame, need.fields, need.max_chars)]
         return found
 

@@ -203,6 +203,19 @@ def test_uncovered_items_are_exactly_those_every_retriever_sees_as_zero(texts: l
     assert uncovered.sum() > 0 or name == "char1"
 
 
+def test_fields_the_catalog_lacks_read_as_nothing(texts: list[str]) -> None:
+    config = make_config(
+        [
+            {"type": "char_ngram", "dims": 256, "fields": ["description", "title"]},
+            {"type": "model_tokens", "dims": 256, "fields": ["brand", "title"]},
+        ]
+    )
+    table = pa.table({"title": pa.array(texts, pa.string())})
+    represented = np.linalg.norm(compound_vectors(table.to_pandas(), config), axis=1) > 0
+    uncovered = FeatureCoverage(config).uncovered(_arrays(table))
+    assert [t for t, u, r in zip(texts, uncovered, represented) if u == r] == []
+
+
 def test_a_precomputed_vector_or_vector_retriever_covers_every_item(texts: list[str]) -> None:
     table = _table(texts[:50] + ["tv", ""])
     for config in (
