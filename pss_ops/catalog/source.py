@@ -68,14 +68,17 @@ def _invalid_utf8(uri: str, names: Sequence[str] | None, err: pa.ArrowInvalid) -
     position = int(match.group(1))
     column = names[position] if names is not None and position < len(names) else f"#{position + 1}"
     # Only on this error path: the csv module over the same bytes, undecodable ones kept as lone surrogates.
-    with storage.open_input_stream(uri) as stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-        for row, cells in enumerate(csv.reader(text)):
-            found = next((cell for cell in cells[position : position + 1] if _undecodable(cell)), None)
-            if found is None:
-                continue
-            where = "the header" if row == 0 else f"row {row}"
-            return CatalogError(f"catalog {uri}: {where}, column {column!r} is not valid UTF-8 (bytes {_undecodable(found)})")
+    try:
+        with storage.open_input_stream(uri) as stream:
+            text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+            for row, cells in enumerate(csv.reader(text)):
+                found = next((cell for cell in cells[position : position + 1] if _undecodable(cell)), None)
+                if found is None:
+                    continue
+                where = "the header" if row == 0 else f"row {row}"
+                return CatalogError(f"catalog {uri}: {where}, column {column!r} is not valid UTF-8 (bytes {_undecodable(found)})")
+    except csv.Error:
+        pass  # a cell beyond the csv module's size limit, which pyarrow reads: the column alone is named
     return CatalogError(f"catalog {uri}: column {column!r} is not valid UTF-8")
 
 
