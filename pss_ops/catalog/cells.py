@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pss_ops.catalog.source import CatalogError
+
 # Integers above this are not all representable in float64, so a float id beyond it may not be the id written.
 _EXACT_FLOAT_INTEGER = 2**53
 # C0 and C1 control characters: PostgreSQL refuses NUL in text, and none belongs in an id or a category.
@@ -81,3 +83,45 @@ def first_control(text: str) -> str:
     """The first control character of a text, named as U+0000."""
     found = next(c for c in text if unicodedata.category(c) == "Cc")
     return f"U+{ord(found):04X}"
+
+
+def first_invalid_utf8(array: pa.Array) -> tuple[int, bytes] | None:
+    """The first string cell that is not UTF-8 (0-based) and its undecodable bytes; None when every one is.
+
+    Parquet does not enforce UTF-8 in string columns, and a bad byte would otherwise surface as a bare
+    UnicodeDecodeError, or reach the warehouse.
+    """
+    if pa.types.is_dictionary(array.type):
+        found = first_invalid_utf8(array.dictionary)
+        if found is None:
+            return None
+        rows = np.flatnonzero(pc.fill_null(pc.equal(array.indices, found[0]), False).to_numpy(zero_copy_only=False))
+        return (int(rows[0]), found[1]) if len(rows) else None
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type)):
+        return None
+    try:
+        array.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    as_bytes = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary(), pa.string_view(): pa.binary_view()}[array.type]
+    for row, value in enumerate(array.view(as_bytes).to_pylist()):
+        if value is None:
+            continue
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return row, value[err.start : err.end]
+    return None
+
+
+def check_utf8(uri: str, batch: pa.RecordBatch, start: int) -> None:
+    """Fail on the first string cell that is not UTF-8, naming its row (start rows precede the batch) and column."""
+    for name, array in zip(batch.schema.names, batch.columns):
+        invalid = first_invalid_utf8(array)
+        if invalid is not None:
+            row, undecodable = invalid
+            raise CatalogError(
+                f"catalog {uri}: row {start + row + 1}, column {name!r} is not valid UTF-8 "
+                f"(bytes {' '.join(f'0x{b:02x}' for b in undecodable)})"
+            )

@@ -22,7 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pss_ops import storage
-from pss_ops.catalog.cells import as_text, first_control, has_control, has_control_repeated, ids_as_text, text_type_problem
+from pss_ops.catalog.cells import (
+    as_text,
+    check_utf8,
+    first_control,
+    has_control,
+    has_control_repeated,
+    ids_as_text,
+    text_type_problem,
+)
 from pss_ops.catalog.source import BATCH_ROWS, REQUIRED_COLUMNS, CatalogError, CatalogSource, open_catalog
 from pss_ops.catalog.vectors import OK, blank_mask, parse_vectors, problems, reason
 from pss_ops.config import VECTOR_COLUMNS, AppConfig, TextField
@@ -142,17 +150,17 @@ class CatalogValidator:
         self._present: set[str] = set()
         self._in_scope: set[str] = set()
 
-    def _check_types(self, schema: pa.Schema) -> None:
-        """Text columns must have one text form per cell; a list or a struct would be stored as Python's repr."""
-        vectors = set(self.dims)
-        for field in schema:
-            if field.name not in vectors and text_type_problem(field.type):
+    def _check_columns(self, batch: pa.RecordBatch, start: int) -> None:
+        """Text columns must have one text form per cell: a list or a struct would be stored as Python's repr."""
+        for field in batch.schema:
+            if field.name not in self.dims and text_type_problem(field.type):
                 raise CatalogError(f"catalog {self.uri}: column {field.name!r} has type {field.type}; it must be text")
+        check_utf8(self.uri, batch, start)
 
     def validate(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[Reject]]:
         """The batch's accepted in-scope rows in the partition schema, and its rejects."""
-        self._check_types(batch.schema)
         n, start = batch.num_rows, self.rows_read
+        self._check_columns(batch, start)
         self.rows_read += n
         names = batch.schema.names
         item, title = batch.column("item_id"), batch.column("title")
@@ -336,6 +344,10 @@ def read_catalog(uri: str) -> pd.DataFrame:
     """Read a whole catalog into a frame: text (CSV) or native types (Parquet). For small catalogs only."""
     source = open_catalog(uri)
     batches = list(source.batches())
+    start = 0
+    for batch in batches:
+        check_utf8(uri, batch, start)
+        start += batch.num_rows
     if not batches:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in source.columns})
     return pa.Table.from_batches(batches).to_pandas()

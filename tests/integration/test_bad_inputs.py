@@ -411,6 +411,18 @@ def invalid_utf8(rows: pd.DataFrame, directory: Path) -> Catalog:
 
 
 @failed
+def invalid_utf8_in_parquet(rows: pd.DataFrame, directory: Path) -> Catalog:
+    """A writer that labels bytes as strings without checking them (Parquet does not enforce UTF-8)."""
+    titles = [t.encode() for t in rows["title"]]
+    titles[51] = titles[51][:4] + b"\xff" + titles[51][4:]
+    raw = pa.array(titles, pa.binary())
+    path = directory / "catalog.parquet"
+    table = pa.Table.from_pandas(rows.drop(columns=["title"]), preserve_index=False)
+    pq.write_table(table.add_column(1, "title", pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())), path)
+    return Catalog(str(path), error=[f"catalog {path}: row 52, column 'title' is not valid UTF-8 (bytes 0xff)"])
+
+
+@failed
 def list_title_in_parquet(rows: pd.DataFrame, directory: Path) -> Catalog:
     path = directory / "catalog.parquet"
     titles = pa.array([t.split() for t in rows["title"]], pa.list_(pa.string()))

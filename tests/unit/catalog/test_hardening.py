@@ -399,6 +399,31 @@ def test_invalid_utf8_after_a_quoted_newline_is_found_on_its_row(rows: pd.DataFr
         list(open_catalog(str(path)).batches())
 
 
+def _mislabelled_utf8(values: list[bytes]) -> pa.Array:
+    """Bytes labelled as a string column without a check, as some Parquet writers do."""
+    raw = pa.array(values, pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+
+
+@pytest.mark.parametrize("encode", [False, True], ids=["plain", "dictionary"])
+def test_invalid_utf8_in_parquet_names_the_row_and_column(rows: pd.DataFrame, tmp_path: Path, encode: bool) -> None:
+    brands = [b.encode() for b in rows["brand"]]
+    brands[17] = b"sony \xe9lectronique"
+    array = _mislabelled_utf8(brands)
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(real_table(rows, brand=array.dictionary_encode() if encode else array), path, row_group_size=8)
+    expected = f"catalog {path}: row 18, column 'brand' is not valid UTF-8 (bytes 0xe9)"
+    source = open_catalog(str(path))
+    validator = CatalogValidator(source, make_config())
+    with pytest.raises(CatalogError) as info:
+        for batch in source.batches(batch_rows=5):
+            validator.validate(batch)
+    assert str(info.value) == expected
+    with pytest.raises(CatalogError) as info:
+        read_catalog(str(path))
+    assert str(info.value) == expected
+
+
 def test_unknown_categories_list_the_catalogs_own(rows: pd.DataFrame, tmp_path: Path) -> None:
     rows["category"] = [f"cat{i % 25:02d}" for i in range(N_ROWS)]
     with pytest.raises(CatalogError) as info:
