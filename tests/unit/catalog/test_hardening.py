@@ -9,15 +9,18 @@ import datetime as dt
 import decimal
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
 
 from pss_ops import storage
 from pss_ops.catalog.source import open_catalog
@@ -377,6 +380,27 @@ def test_an_unreadable_s3_catalog_says_why(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(storage, "_s3_fs", unreachable)
     for uri in ("s3://no-such-bucket/catalog.csv", "s3://no-such-bucket/catalog.parquet"):
         with pytest.raises(CatalogError, match=rf"^cannot read catalog {uri}: .+"):
+            open_catalog(uri)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_a_missing_s3_bucket_or_key_says_so(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t").create_bucket(
+        Bucket="catalogs"
+    )
+    monkeypatch.setattr(storage, "_s3_fs", storage.s3_filesystem(moto_endpoint, "us-east-1", "t", "t"))
+    for uri in ("s3://no-such-bucket/catalog.csv", "s3://catalogs/missing.parquet", "s3://catalogs/missing.csv.gz"):
+        with pytest.raises(CatalogError, match=rf"^cannot read catalog {uri}: .*(does not exist|NoSuchBucket|No such)"):
             open_catalog(uri)
 
 
