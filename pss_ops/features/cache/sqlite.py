@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -103,10 +105,29 @@ class SQLiteEmbeddingCache(EmbeddingCache):
 
     @contextmanager
     def _naming_the_file(self) -> Iterator[None]:
-        """SQLite's errors ("database or disk is full") name no file; re-raised, same type, with the cache's path."""
+        """SQLite's errors name no file: re-raised with the cache's path (and the OS's reason when a folder refuses)."""
         try:
             yield
         except sqlite3.Error as err:
+            cannot_write = getattr(err, "sqlite_errorname", "").startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY"))
+            refusal = _refusal(self.path) if cannot_write else None
+            if refusal is not None:
+                raise refusal from err
             named = type(err)(f"{err}: {self.path}")
             vars(named).update(vars(err))  # sqlite_errorcode and sqlite_errorname: SQLITE_FULL, SQLITE_READONLY, ...
             raise named from err
+
+
+def _refusal(path: str) -> OSError | None:
+    """Why the filesystem refuses to let SQLite open or write path, as the OS would say it; None when it doesn't."""
+    # "unable to open database file" is all SQLite says of a read-only disk (the WAL's -shm file can't be made).
+    folder = Path(path).parent
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    if read_only:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK)):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return None
