@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,15 @@ from pss_ops.features.normalise import l2_normalise
 from pss_ops.features.text.encode import encode_texts
 
 
+def _missing(value: Any) -> bool:
+    # pandas reads a NULL text cell as NaN (its string dtype), not None: either is no text, never the word "nan".
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def feature_text(frame: pd.DataFrame, fields: tuple[str, ...], max_chars: int | None = None) -> list[str]:
     """The text a feature reads: its fields joined by a space, NULLs skipped."""
     columns = [frame[f].tolist() if f in frame.columns else [None] * len(frame) for f in fields]
-    texts = [" ".join(str(v) for v in values if v is not None and str(v).strip()) for values in zip(*columns)]
+    texts = [" ".join(str(v) for v in values if not _missing(v) and str(v).strip()) for values in zip(*columns)]
     return [t[:max_chars] for t in texts] if max_chars else texts
 
 
@@ -39,7 +45,9 @@ def content_hashes(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
     def plain(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return value.astype(np.float32).tobytes().hex()
-        return value
+        # NULL hashes as null however pandas holds it. Items cached while a NaN field was embedded as "nan" hash
+        # differently now, so they are embedded again from their real text.
+        return None if _missing(value) else value
 
     hashes = []
     for values in zip(*(frame[c].tolist() if c in frame.columns else [None] * len(frame) for c in columns)):
