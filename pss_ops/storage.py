@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 8 * 1024 * 1024
 
 # Age after which a temporary object on S3 is a dead writer's.  S3 has no writer to ask, so age is the test.  A
-# temporary is listed only once its upload completes, and is moved onto its target straight after; but S3 dates
-# a multipart upload from its start, so its age includes the whole streamed write (a similar_items.parquet fed
-# by a long publish).  A day is far above any one write of a step and still clears the litter daily.
+# temporary is listed only once its upload completes, and is moved onto its target straight after; but an object
+# uploaded in parts can be dated from the upload's start, so its age may include the whole streamed write (a
+# similar_items.parquet fed by a long publish).  A day is far above any one write of a step and still clears the
+# litter daily; an hour would risk a live writer's object on a large run.
 S3_TEMP_MAX_AGE_SECONDS = 24 * 3600
 
 # Names of what dead writers can leave: a local temporary `.<target>.<writer>.<pid>.<token>.tmp`, a scratch
