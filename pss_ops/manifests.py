@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -16,11 +17,14 @@ M = TypeVar("M", bound="Manifest")
 class Manifest(BaseModel):
     """Base: frozen, extra keys rejected, read and written through the URI layer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # An undefined figure (the recall of a one-item partition, which has no neighbour to find) is NaN. Standard JSON
+    # has no NaN, and null would not read back as a float: such values are written as the strings "NaN",
+    # "Infinity", "-Infinity", which pydantic reads back as the floats they were.
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
 
     def write(self, uri: str) -> None:
         """Write atomically; callers write the manifest after the data it points to."""
-        storage.write_json(uri, self.model_dump(mode="json"))
+        storage.write_json(uri, json.loads(self.model_dump_json()))
 
     @classmethod
     def read(cls: type[M], uri: str) -> M:

@@ -5,6 +5,9 @@ pyarrow is imported only by the Parquet functions and for s3:// URIs, so DAG par
 A write goes to a hidden temporary beside its target and is moved onto it.  A writer killed outright (kill -9, OOM)
 leaves its temporary behind, so temporaries and scratch folders are named after their writer, and the first write
 into a folder by each process removes those of writers that are gone (remove_stale_temps does a whole run folder).
+
+This module is longer than 400 lines because it is the only way PSS touches files: every read, every atomic write
+and the temporaries those writes leave, local and on S3, so no step can write around its guarantees.
 """
 
 from __future__ import annotations

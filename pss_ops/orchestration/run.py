@@ -28,7 +28,8 @@ from pss_ops.steps.post_filter import post_filter_partition
 from pss_ops.steps.publish import publish
 from pss_ops.steps.query import query_partition
 from pss_ops.steps.report import report
-from pss_ops.warehouse.publish import check_warehouse, default_warehouse_url
+from pss_ops.warehouse.connection import default_warehouse_url
+from pss_ops.warehouse.publish import check_warehouse
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def plan(ctx: RunContext) -> CatalogPlan:
     """
     config = ctx.config
     with timed("plan") as timer:
-        storage.write_json(layout.context(ctx.run_uri), ctx.model_dump(mode="json"))
+        ctx.write(layout.context(ctx.run_uri))
         source = open_catalog(ctx.catalog_uri)
         validator = CatalogValidator(source, config, categories=ctx.categories, batch_rows=BATCH_ROWS)
         rejects_uri = layout.rejects(ctx.run_uri)

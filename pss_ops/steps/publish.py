@@ -19,7 +19,8 @@ from pss_ops.manifests import CatalogPlan, FilteredPartition, PublishResult, Run
 from pss_ops.matching.groups import GROUP_COLUMNS, Comparable, every_pair, linked_groups
 from pss_ops.search.filters import passes
 from pss_ops.timing import timed
-from pss_ops.warehouse.publish import PublishStats, publish_similar_items, redact_url
+from pss_ops.warehouse.connection import redact_url
+from pss_ops.warehouse.publish import PublishStats, publish_similar_items
 from pss_ops.warehouse.schema import GROUPS_TABLE_NAME, arrow_schema
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import itertools
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from pss_ops.warehouse.connection import (
+    engine_url,
+    lock_slice,
+    redact_url,
+    reported,
+)
 from pss_ops.warehouse.errors import WarehouseError, WarehouseUrlError
 from pss_ops.warehouse.schema import (
     DIALECTS,
@@ -48,10 +51,6 @@ SQLITE_CACHE_KIB = 256 << 10
 # SQLite secondary indexes instead of inserting into them (measured: 25 s vs 12 s for 1M rows).
 SQLITE_REINDEX_MIN_ROWS = 100_000
 SQLITE_REINDEX_RATIO = 3
-# Up to this many categories a PostgreSQL publish locks each (application, date, category) it replaces, so publishes
-# of other categories of the same date proceed in parallel; a larger one locks the whole date (one lock, where
-# thousands would exhaust max_locks_per_transaction).
-PG_CATEGORY_LOCKS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -67,90 +66,22 @@ class PublishStats:
     group_rows_inserted: int
 
 
-def default_warehouse_url(out_dir: str) -> str:
-    """SQLite URL of warehouse.sqlite inside a local output directory."""
-    if "://" in out_dir:
-        raise ValueError(f"default warehouse needs a local output directory, got {out_dir!r}; set the warehouse URL explicitly")
-    return f"sqlite:///{Path(out_dir).expanduser().resolve() / 'warehouse.sqlite'}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (user info or ?password=) hidden, safe for logs and run summaries."""
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that isn't a number
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    if "password" in parsed.query:
-        parsed = parsed.update_query_dict({"password": "***"})
-    return parsed.render_as_string(hide_password=True)
-
-
-def _engine_url(url: str) -> sa.URL:
-    """The parsed warehouse URL; a malformed or unsupported one is a WarehouseError naming it (password hidden)."""
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError) as err:
-        raise WarehouseUrlError(f"malformed warehouse URL {redact_url(url)}: {err}") from None
-    if parsed.get_backend_name() not in DIALECTS:
-        raise WarehouseUrlError(f"unsupported warehouse {redact_url(url)}: expected one of {', '.join(DIALECTS)}")
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
-        raise WarehouseUrlError(f"PostgreSQL warehouse URLs must use the psycopg driver (postgresql+psycopg://), got {redact_url(url)}")
-    return parsed
-
-
-@contextmanager
-def _reported(url: str, doing: str) -> Iterator[None]:
-    """Database errors (unreachable server, bad credentials, a full disk, a refused value) as one WarehouseError line."""
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as err:
-        cause = getattr(err, "orig", None) or err
-        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise WarehouseError(f"warehouse {redact_url(url)}: {doing} failed: {first_line}") from err
-
-
 def check_warehouse(url: str) -> None:
     """Fail before any compute when the warehouse URL is malformed, the server unreachable or the schema not writable.
 
     Creates the tables if missing (what the publish would do first), which also proves write permission.
     """
-    parsed = _engine_url(url)
+    parsed = engine_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).expanduser().resolve().parent
         if not folder.is_dir():
             raise WarehouseUrlError(f"warehouse {redact_url(url)}: folder {folder} does not exist")
     engine = sa.create_engine(parsed)
     try:
-        with _reported(url, "connecting and creating the schema"):
+        with reported(url, "connecting and creating the schema"):
             ensure_schema(engine)
     finally:
         engine.dispose()
-
-
-def _lock_key(*parts: str) -> int:
-    """A signed 64-bit advisory-lock key for a slice; a collision only serialises two unrelated publishes."""
-    digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _lock_slice(conn: sa.Connection, application: str, snapshot_date: datetime.date, categories: tuple[str, ...]) -> None:
-    """Serialise PostgreSQL publishes of the same (application, date, category) until this transaction ends.
-
-    Without it two publishes of one slice both delete (neither sees the other's uncommitted rows), both insert,
-    and the second dies on the primary key. With it the second waits, then deletes the first's committed rows
-    and inserts its own: the last one wins and neither errors. Always the date lock first, then categories in
-    sorted order, so two publishers can't deadlock.
-    """
-    if conn.dialect.name != "postgresql":
-        return  # SQLite takes its one write lock at the first DELETE and holds it to the commit
-    day = snapshot_date.isoformat()
-    date_key = _lock_key(application, day)
-    if len(categories) > PG_CATEGORY_LOCKS_MAX:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": date_key})
-        return
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": date_key})
-    for key in sorted(_lock_key(application, day, category) for category in categories):
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _add_missing_columns(conn: sa.Connection, inspector: sa.Inspector, table: str) -> list[str]:
@@ -374,18 +305,18 @@ def publish_similar_items(
     for name, given in (("batches", batches), ("group_batches", group_batches)):
         if isinstance(given, pa.Table | pa.RecordBatch):
             raise TypeError(f"{name} must be an iterable of tables or record batches, not one {type(given).__name__}")
-    parsed = _engine_url(url)
+    parsed = engine_url(url)
     wanted = tuple(dict.fromkeys(categories))
     started = time.perf_counter()
     engine = sa.create_engine(parsed)
     try:
-        with _reported(url, "publishing"):
+        with reported(url, "publishing"):
             ensure_schema(engine)
             with engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     # A bigger page cache keeps the B-tree inserts of a large publish off the disk until commit.
                     conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-                _lock_slice(conn, application, snapshot_date, wanted)
+                lock_slice(conn, application, snapshot_date, wanted)
                 deleted, inserted = _replace_slice(conn, TABLE_NAME, batches, application, snapshot_date, wanted, expected_rows)
                 group_deleted, group_inserted = _replace_slice(conn, GROUPS_TABLE_NAME, group_batches, application, snapshot_date, wanted)
                 stats = PublishStats(

@@ -510,7 +510,7 @@ def test_publishes_of_different_categories_do_not_wait_for_each_other(schema_url
 
 def test_a_publish_of_many_categories_locks_the_date_and_waits_for_a_one_category_publish(schema_url: tuple[str, str]) -> None:
     """Beyond PG_CATEGORY_LOCKS_MAX categories one date lock stands in for per-category locks, and still excludes them."""
-    from pss_ops.warehouse.publish import PG_CATEGORY_LOCKS_MAX
+    from pss_ops.warehouse.connection import PG_CATEGORY_LOCKS_MAX
 
     _, url = schema_url
     many = [f"category-{i:03d}" for i in range(PG_CATEGORY_LOCKS_MAX + 1)]

@@ -10,14 +10,13 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from pss_ops.warehouse.connection import default_warehouse_url, redact_url
 from pss_ops.warehouse.publish import (
     DUPLICATE_GROUPS_COLUMNS,
     SIMILAR_ITEMS_COLUMNS,
     PublishStats,
-    default_warehouse_url,
     ensure_schema,
     publish_similar_items,
-    redact_url,
 )
 from pss_ops.warehouse.schema import GROUPS_TABLE_NAME, arrow_schema
 
