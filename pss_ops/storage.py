@@ -404,10 +404,13 @@ def _standard(value: Any) -> Any:
     return value
 
 
-def json_text(payload: Any) -> str:
-    """Standard JSON text (an undefined figure, NaN or infinite, is null), keys sorted so reruns are byte-identical."""
+def json_text(payload: Any, *, indent: int | None = 2) -> str:
+    """Standard JSON text (an undefined figure, NaN or infinite, is null), keys sorted so reruns are byte-identical.
+
+    indent=None gives one line, for a command's output that scripts read line by line.
+    """
     # allow_nan=False: should anything non-finite get past _standard, the write fails instead of emitting NaN.
-    return json.dumps(_standard(payload), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    return json.dumps(_standard(payload), indent=indent, sort_keys=True, default=str, allow_nan=False) + "\n"
 
 
 def write_json(uri: str, payload: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import traceback
@@ -110,11 +109,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_ready(report: dict[str, Any]) -> dict[str, Any]:
-    """NaN (an undefined metric) as null, so the JSON is standard."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
-
-
 def _has_match_probability(pairs_uri: str) -> bool:
     schema = storage.open_parquet(pairs_uri).schema_arrow
     if "match_probability" not in schema.names:
@@ -160,9 +154,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report.update(evaluate_verification(args.labelled, args.run_uri))
     print(format_table(report))
     if args.json_out:
-        storage.write_json(args.json_out, _json_ready(report))
+        storage.write_json(args.json_out, report)
     if args.json:
-        print(json.dumps(_json_ready(report)))
+        print(storage.json_text(report, indent=None), end="")
     return 0
 
 

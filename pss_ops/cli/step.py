@@ -290,12 +290,12 @@ def _report(args: argparse.Namespace) -> int:
     from pss_ops.steps import report
 
     ctx, _ = _planned_run(args)
-    print(json.dumps(report.report(ctx), indent=2, default=str))
+    print(storage.json_text(report.report(ctx)), end="")
     return 0
 
 
 def _train_step(args: argparse.Namespace) -> int:
-    print(json.dumps(train_from_arguments(args, training_report_uri(args.run_uri)), default=str))
+    print(storage.json_text(train_from_arguments(args, training_report_uri(args.run_uri)), indent=None), end="")
     return 0
 
 
@@ -314,7 +314,7 @@ def _train_matcher_step(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     storage.write_json(matcher_report_uri(args.run_uri), report)
-    print(json.dumps(report, default=str))
+    print(storage.json_text(report, indent=None), end="")
     return 0
 
 

@@ -187,10 +187,15 @@ def check_outputs_writable(out_dir: str) -> None:
     """Fail before any compute when the output folder can't be created or written (a file, read-only, no credentials)."""
     if not storage.is_s3(out_dir) and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise OutputError(f"output folder {out_dir} is a file, not a folder")
-    probe = storage.join(out_dir, f".pss-write-check-{os.getpid()}")
     try:
-        storage.write_text(probe, "")
-        storage.delete(probe)
+        if storage.is_s3(out_dir):
+            probe = storage.join(out_dir, f".pss-write-check-{os.getpid()}")
+            storage.write_text(probe, "")
+            storage.delete(probe)
+        else:
+            # A scratch folder is named after this process, so a kill here leaves nothing the next write won't sweep.
+            with storage.scratch_dir(out_dir):
+                pass
     except OSError as err:
         reason = err.strerror or str(err)
         raise OutputError(f"output folder {out_dir} is not writable: {' '.join(reason.split())}") from err
