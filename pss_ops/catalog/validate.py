@@ -7,7 +7,6 @@ which duplicate detection needs.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -21,7 +20,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pss_ops import storage
 from pss_ops.catalog.cells import (
     as_text,
     check_utf8,
@@ -31,6 +29,7 @@ from pss_ops.catalog.cells import (
     ids_as_text,
     text_type_problem,
 )
+from pss_ops.catalog.rejects import REJECT_COLUMNS, Reject
 from pss_ops.catalog.source import BATCH_ROWS, REQUIRED_COLUMNS, CatalogError, CatalogSource, open_catalog
 from pss_ops.catalog.vectors import OK, blank_mask, parse_vectors, problems, reason
 from pss_ops.config import VECTOR_COLUMNS, AppConfig, TextField
@@ -42,21 +41,10 @@ OPTIONAL_TEXT_COLUMNS = ("category", "description", "brand", "price")
 # The catalog columns a text feature or lexical retriever may read.
 TEXT_FIELDS: tuple[str, ...] = get_args(TextField)
 CATEGORIES_SHOWN = 20
-REJECT_COLUMNS = ("row", "item_id", "reason", "record")
 
 
 class RejectThresholdError(CatalogError):
     """More rows were rejected than the configured fraction allows."""
-
-
-@dataclass(frozen=True)
-class Reject:
-    """One rejected row: its 1-based position in the file, its id, why, and the full record as JSON."""
-
-    row: int
-    item_id: str
-    reason: str
-    record: str
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -275,31 +263,6 @@ class CatalogValidator:
             categories=tuple(sorted(self._in_scope)),
             attribute_columns=self.attribute_columns,
         )
-
-
-class RejectsWriter:
-    """Streams rejects to a CSV (row, item_id, reason, record) that appears atomically on a clean exit."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.count = 0
-
-    def __enter__(self) -> RejectsWriter:
-        self._target = storage.writing_file(self.uri)
-        path = self._target.__enter__()
-        self._handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in __exit__
-        self._writer = csv.writer(self._handle, lineterminator="\n")
-        self._writer.writerow(REJECT_COLUMNS)
-        return self
-
-    def write(self, rejects: list[Reject]) -> None:
-        """Append rejects in file order."""
-        self._writer.writerows((r.row, r.item_id, r.reason, r.record) for r in rejects)
-        self.count += len(rejects)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._handle.close()
-        self._target.__exit__(*exc)
 
 
 def check_reject_fraction(

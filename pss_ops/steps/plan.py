@@ -9,8 +9,9 @@ import pyarrow as pa
 
 from pss_ops import layout, storage
 from pss_ops.catalog.partition import ScopePartitioner
+from pss_ops.catalog.rejects import RejectsWriter
 from pss_ops.catalog.source import BATCH_ROWS, CatalogError
-from pss_ops.catalog.validate import CatalogValidator, RejectsWriter, check_reject_fraction, open_catalog
+from pss_ops.catalog.validate import CatalogValidator, check_reject_fraction, open_catalog
 from pss_ops.config import AppConfig
 from pss_ops.manifests import CatalogPartition, CatalogPlan, RunContext
 from pss_ops.timing import timed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from pss_ops import layout, storage
 from pss_ops.catalog import partition as scope_partitions
+from pss_ops.catalog import rejects as rejects_file
 from pss_ops.catalog import source as catalog_source
 from pss_ops.catalog import validate as catalog
 from pss_ops.catalog.vectors import OK, parse_vectors, problems, python_vector
@@ -322,9 +324,33 @@ def test_rejects_csv_matches_the_frame_writer(tmp_path: Path) -> None:
         catalog.Reject(9, "id,9", "r", "{}"),
     ]
     uri = str(tmp_path / "rejects.csv")
-    with catalog.RejectsWriter(uri) as writer:
+    with rejects_file.RejectsWriter(uri) as writer:
         writer.write(rejects)
-    expected = pd.DataFrame([(r.row, r.item_id, r.reason, r.record) for r in rejects], columns=list(catalog.REJECT_COLUMNS))
+    expected = pd.DataFrame([(r.row, r.item_id, r.reason, r.record) for r in rejects], columns=list(rejects_file.REJECT_COLUMNS))
     assert Path(uri).read_text(encoding="utf-8") == expected.to_csv(index=False)
     with open(uri, encoding="utf-8", newline="") as handle:
         assert [tuple(r) for r in csv.reader(handle)][1:] == [(str(r.row), r.item_id, r.reason, r.record) for r in rejects]
+
+
+def test_a_full_disk_while_rejects_are_written_names_the_rejects_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    uri = str(tmp_path / "plan" / "rejects.csv")
+    reject = rejects_file.Reject(7, "B000JX5JY6", "empty title: title is empty or NULL", '{"item_id": "B000JX5JY6", "title": ""}')
+
+    class FullDisk:
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            self.handle.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on device") as raised:  # noqa: PT012 - the write is the point
+        with rejects_file.RejectsWriter(uri) as writer:
+            writer._handle = FullDisk(writer._handle)
+            writer._writer = csv.writer(writer._handle, lineterminator="\n")
+            writer.write([reject])
+    assert raised.value.filename == uri
+    assert not list((tmp_path / "plan").iterdir()), "the temporary or a partial rejects.csv was left"
