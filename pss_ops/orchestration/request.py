@@ -48,6 +48,17 @@ def safe_run_id(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", run_id)
 
 
+# A run id names a folder under runs/: one path segment, never "." or "..", never hidden.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9_.=-]{0,199}")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id given by hand, refused unless it is one safe folder name (so --run-id ../x can't write elsewhere)."""
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r}: use up to 200 letters, digits and _ . = - (no leading dot); it names the run's folder")
+    return run_id
+
+
 def prepare_run(
     config_path: str,
     *,

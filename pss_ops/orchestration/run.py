@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pss_ops import layout, storage
+from pss_ops.catalog.source import open_catalog
 from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.features.text.encode import release_text_models
@@ -145,9 +146,10 @@ def run_pipeline(
     """Run plan → embed → plan_index → build_index → query → post_filter → publish → report."""
     out_dir = storage.absolute(out_dir)
     warehouse_url = warehouse_url or default_warehouse_url(out_dir)
-    # What can be known without the catalog fails here, before any compute: the catalog itself is checked by plan.
+    # What can be known without reading the catalog's rows fails here, before the run starts; plan checks the rows.
     check_outputs_writable(out_dir)
     check_warehouse(warehouse_url)
+    open_catalog(catalog_uri)  # the file is there, readable (S3 credentials), in a known format, with its columns
     searched = search_run(
         config,
         catalog_uri=catalog_uri,

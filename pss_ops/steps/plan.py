@@ -14,6 +14,7 @@ from pss_ops.catalog.source import BATCH_ROWS, CatalogError
 from pss_ops.catalog.validate import CatalogValidator, check_reject_fraction, open_catalog
 from pss_ops.config import AppConfig
 from pss_ops.manifests import CatalogPartition, CatalogPlan, RunContext
+from pss_ops.orchestration.request import check_run_id
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def make_context(
     return RunContext(
         application=config.application,
         snapshot_date=snapshot_date,
-        run_id=run_id,
+        run_id=check_run_id(run_id),
         run_uri=storage.absolute(run_uri),
         catalog_uri=storage.absolute(catalog_uri),
         categories=tuple(categories) if categories else None,

@@ -48,6 +48,11 @@ def engine_url(url: str) -> sa.URL:
         raise WarehouseUrlError(f"unsupported warehouse {redact_url(url)}: expected one of {', '.join(DIALECTS)}")
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise WarehouseUrlError(f"PostgreSQL warehouse URLs must use the psycopg driver (postgresql+psycopg://), got {redact_url(url)}")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # An in-memory database would take the published rows with it when the process exits.
+        raise WarehouseUrlError(
+            f"warehouse {redact_url(url)} is an in-memory SQLite database; give a file: sqlite:///path/warehouse.sqlite"
+        )
     return parsed
 
 
