@@ -439,10 +439,15 @@ def write_parquet(uri: str, table: pa.Table) -> None:
 
 
 def _parquet_file(uri: str, pre_buffer: bool) -> pq.ParquetFile:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     source = _s3().open_input_file(_s3_path(uri)) if is_s3(uri) else uri  # on S3, ranged reads of one object
-    return pq.ParquetFile(source, pre_buffer=pre_buffer)
+    try:
+        return pq.ParquetFile(source, pre_buffer=pre_buffer)
+    except pa.ArrowInvalid as err:
+        # "Parquet magic bytes not found in footer" alone doesn't say which file; same type, so handlers still match.
+        raise pa.ArrowInvalid(f"{uri}: {err}") from None
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:

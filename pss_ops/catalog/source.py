@@ -136,7 +136,8 @@ def _open_parquet(uri: str) -> CatalogSource:
             names = tuple(opened.schema_arrow.names)
             groups = opened.metadata.num_row_groups
     except pa.ArrowInvalid as err:
-        raise CatalogError(f"catalog {uri} is not readable Parquet: {_one_line(err)}") from None
+        reason = _one_line(err).removeprefix(f"{uri}: ")  # storage names the file; this message already does
+        raise CatalogError(f"catalog {uri} is not readable Parquet: {reason}") from None
     except OSError as err:
         raise _unreadable(uri, err, "Parquet") from None
 

@@ -60,6 +60,8 @@ def _labelled_keys(uris: Sequence[str]) -> set[str]:
 
 def _spread(frame: pd.DataFrame, n: int, uncertain: bool) -> pd.DataFrame:
     """n pairs dealt across categories in turn; within one, by uncertainty or evenly over the score range."""
+    if frame.empty:  # a run that published no pairs, or every pair already labelled: an empty queue, not an error
+        return frame
     categories = frame.groupby("category", sort=True)
     # A category's fair share: spread evenly, its first share of pairs spans its whole score range.
     share = -(-n // max(categories.ngroups, 1))

@@ -13,6 +13,7 @@ from pss_ops.catalog.rejects import RejectsWriter
 from pss_ops.catalog.source import BATCH_ROWS, CatalogError
 from pss_ops.catalog.validate import CatalogValidator, check_reject_fraction, open_catalog
 from pss_ops.config import AppConfig
+from pss_ops.features.cache.backends import open_cache
 from pss_ops.manifests import CatalogPartition, CatalogPlan, RunContext
 from pss_ops.orchestration.request import check_run_id
 from pss_ops.timing import timed
@@ -56,6 +57,8 @@ def plan(ctx: RunContext) -> CatalogPlan:
     with timed("plan") as timer:
         ctx.write(layout.context(ctx.run_uri))
         source = open_catalog(ctx.catalog_uri)
+        # The cache embed will use: a folder it can't create or write fails here, not after the catalog is split.
+        open_cache(ctx.cache_uri).close()
         validator = CatalogValidator(source, config, categories=ctx.categories, batch_rows=BATCH_ROWS)
         rejects_uri = layout.rejects(ctx.run_uri)
         partitions_uri = storage.join(ctx.run_uri, "plan", "partitions")

@@ -97,3 +97,29 @@ def test_a_bad_config_or_flag_fails_before_any_compute_naming_it(name: str, tmp_
     assert "pw@" not in errors[0], "the password is shown"
     assert not [line for line in err if line.startswith("Traceback")]
     assert not list(tmp_path.glob("**/runs/*")), "a run started"
+
+
+def test_plan_refuses_a_cache_it_cannot_open_before_splitting_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "app.yaml").write_text(GOOD_CONFIG, encoding="utf-8")
+    catalog = tmp_path / "catalog.csv"
+    pd.read_csv(ROOT / "data" / "amazon_google" / "catalog.csv", dtype=str, nrows=40).to_csv(catalog, index=False)
+    (tmp_path / "file.txt").write_text("not a folder\n", encoding="utf-8")
+    cache = tmp_path / "file.txt" / "embeddings.sqlite"  # under a file: no folder can be made there
+    run = tmp_path / "run"
+    argv = ["step", "plan", "--run-uri", str(run), "--config", str(tmp_path / "app.yaml"), "--catalog", str(catalog)]
+    capsys.readouterr()
+    assert main([*argv, "--cache-uri", str(cache)]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("pss: error:")]
+    assert str(tmp_path / "file.txt") in line
+    assert not (run / "plan").exists(), "the catalog was split before the cache was checked"
+
+
+def test_evaluate_names_a_pairs_file_that_is_not_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = tmp_path / "similar_items.parquet"
+    pairs.write_text("query_item_id,candidate_item_id\nb000jx5jy6,b0002hyp0u\n", encoding="utf-8")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("id_a,id_b\nb000jx5jy6,b0002hyp0u\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["evaluate", "--pairs", str(pairs), "--truth", str(truth)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pss: error: {pairs}: ") and "Parquet magic bytes not found" in line
