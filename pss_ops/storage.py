@@ -188,6 +188,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def left_by_dead_writer(name: str) -> bool:
+    """True for the name of a local temporary (or scratch folder) whose writer ran on this host and is gone."""
+    return _left_by_dead_writer(name)
+
+
 def _left_by_dead_writer(name: str) -> bool:
     """True for a local temporary or scratch folder whose writer ran here and is gone."""
     match = _LOCAL_TEMP.fullmatch(name) or _SCRATCH.fullmatch(name)
@@ -331,6 +336,18 @@ def _staged(uri: str) -> Iterator[str]:
         if named is err:
             raise
         raise named from err
+
+
+@contextmanager
+def staged_symlink(path: str, target: str) -> Iterator[None]:
+    """A local symlink at path to target, made beside it and renamed onto it on a clean exit: one atomic switch.
+
+    Whatever was at path (an older link, a file) is replaced in one rename; an error leaves it as it was.
+    """
+    with _staged(path) as tmp:
+        os.unlink(tmp)  # the staged name, reserved by _staged, now becomes the link
+        os.symlink(target, tmp)
+        yield
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
 from pss_ops.features.text.encode import release_text_models
 from pss_ops.manifests import CatalogPlan, PublishResult, QueriedPartition, RunContext
+from pss_ops.orchestration.outputs import finish_interrupted_switch, link_output_names, stage_outputs
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.embed import embed_partition
 from pss_ops.steps.plan import make_context, plan
@@ -146,6 +147,9 @@ def run_pipeline(
     """Run plan → embed → plan_index → build_index → query → post_filter → publish → report."""
     out_dir = storage.absolute(out_dir)
     warehouse_url = warehouse_url or default_warehouse_url(out_dir)
+    # First, before anything writes into OUT (and sweeps what dead writers left): a run killed between its commit and
+    # the switch of OUT/current left OUT behind the warehouse; finish that switch.
+    finish_interrupted_switch(out_dir, warehouse_url)
     # What can be known without reading the catalog's rows fails here, before the run starts; plan checks the rows.
     check_outputs_writable(out_dir)
     check_warehouse(warehouse_url)
@@ -164,24 +168,24 @@ def run_pipeline(
     stage("post_filter", searched.queried, lambda q: post_filter_partition(ctx, q))
     summary: dict[str, Any] = {}
     publish_started = time.perf_counter()
-    # The warehouse is written last. Everything else is written, staged beside its target, while the warehouse
-    # transaction holds the new rows: the report, then the top-level outputs. A failure up to the commit leaves the
-    # previous state everywhere (the staged files are removed); after it, only renames remain.
+    # The warehouse is written last. While its transaction holds the new rows, the report is written and the top-level
+    # outputs are made ready beside OUT; a failure up to the commit leaves the previous state everywhere. After the
+    # commit one rename switches OUT/current to this run (outputs.py).
     with ExitStack() as staged:
 
         def finish_before_commit(published: PublishResult) -> None:
             stage.wall["publish"] = round(time.perf_counter() - publish_started, 3)
             summary.update(stage("report", [None], lambda _: report(ctx, wall_seconds=stage.wall, published=published))[0])
             summary["wall_seconds"] = stage.wall
-            for source, name in (
-                (layout.similar_items(ctx.run_uri), "similar_items.parquet"),
-                (layout.duplicate_groups(ctx.run_uri), "duplicate_groups.parquet"),
-                (catalog_plan.rejects_uri, "rejects.csv"),
-            ):
-                storage.copy(source, staged.enter_context(storage.writing_file(storage.join(out_dir, name))))
-            storage.write_json(staged.enter_context(storage.writing_file(storage.join(out_dir, "run_summary.json"))), summary)
+            sources = {
+                "similar_items.parquet": layout.similar_items(ctx.run_uri),
+                "duplicate_groups.parquet": layout.duplicate_groups(ctx.run_uri),
+                "rejects.csv": catalog_plan.rejects_uri,
+            }
+            stage_outputs(staged, out_dir, ctx.run_uri, sources, summary)
 
         publish(ctx, catalog_plan, warehouse_url, before_commit=finish_before_commit)
+    link_output_names(out_dir)
     return summary
 
 

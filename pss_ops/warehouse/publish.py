@@ -84,6 +84,23 @@ def check_warehouse(url: str) -> None:
         engine.dispose()
 
 
+def holds_run(url: str, *, application: str, snapshot_date: datetime.date, categories: Sequence[str], run_id: str, rows: int) -> bool:
+    """Whether a run's publish committed: its rows are in similar_items (a run of no rows: its slice is empty)."""
+    table = sa_table(TABLE_NAME)
+    engine = sa.create_engine(engine_url(url))
+    try:
+        with reported(url, "reading"), engine.connect() as conn:
+            if not sa.inspect(conn).has_table(TABLE_NAME):
+                return False
+            in_slice = (table.c.application == application, table.c.snapshot_date == snapshot_date, table.c.category.in_(categories))
+            found = conn.execute(sa.select(sa.func.count()).select_from(table).where(*in_slice, table.c.run_id == run_id)).scalar_one()
+            if rows:
+                return bool(found)
+            return not conn.execute(sa.select(sa.func.count()).select_from(table).where(*in_slice)).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def _add_missing_columns(conn: sa.Connection, inspector: sa.Inspector, table: str) -> list[str]:
     """Add the nullable columns the DDL has gained since an existing table was created; old rows read NULL there."""
     present = {c["name"] for c in inspector.get_columns(table)}

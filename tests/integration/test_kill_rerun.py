@@ -43,6 +43,7 @@ from pss_ops.cli import ARRAY_INDEX_ENV, WAREHOUSE_ENV, main
 from pss_ops.config import AppConfig, parse_config
 from pss_ops.manifests import CatalogPlan, IndexPlan
 from pss_ops.orchestration.local import pss_command, run_commands
+from pss_ops.orchestration.outputs import finish_interrupted_switch
 from tests.conftest import SNAPSHOT, Subset, write_config
 
 # In pipeline order; a mapped step runs one process per partition.
@@ -273,7 +274,8 @@ def assert_nothing_partial(out: Path, run_uri: str, reference: StepRun) -> None:
     """Every visible file reads whole, and each data file of the run holds what the uninterrupted run's does."""
     for path in visible_files(out):
         inside = path.is_relative_to(run_uri)
-        twin = Path(reference.run_uri, path.relative_to(run_uri)) if inside else None
+        # A run's outputs/ folder (pss run's, for OUT/current) holds links to its other files: those are compared.
+        twin = Path(reference.run_uri, path.relative_to(run_uri)) if inside and path.parent.name != "outputs" else None
         if path.suffix == ".parquet":
             table = _without_run_id(pq.read_table(path))
             if twin is not None:
@@ -533,6 +535,9 @@ class RunCase:
     unfinished: Callable[[Path, StepRun], str] | None
     # The run whose outputs a reader then sees, in the warehouse and at the top of the out folder.
     shows: str
+    # Killed between the commit and the switch of OUT/current: OUT shows the previous run until the next `pss run`
+    # into it finishes the switch (the first thing it does), which the test does here on its own.
+    switch_left: bool = False
 
 
 KILLED_RUN = "killed-run"
@@ -549,11 +554,12 @@ RUN_CASES = {
         lambda out, ref: layout.publish_manifest(str(out / "runs" / KILLED_RUN)),
         "previous",
     ),
-    # After the commit, while the staged top-level outputs are renamed into place (README: "this run's" from the commit on).
+    # After the commit, just before OUT/current is switched to this run: the one rename left.
     "after-commit": RunCase(
-        lambda out, ref: KillPoint("os.rename", str(out / "similar_items.parquet")),
+        lambda out, ref: KillPoint("os.rename", str(out / "current")),
         None,
         KILLED_RUN,
+        switch_left=True,
     ),
 }
 
@@ -577,7 +583,7 @@ def test_pss_run_killed_mid_way_shows_one_run_and_reruns_with_its_run_id_to_the_
     tmp_path: Path,
 ) -> None:
     case, out = RUN_CASES[at], tmp_path / "out"
-    shutil.copytree(previous_out, out)
+    shutil.copytree(previous_out, out, symlinks=True)  # OUT's links stay links, as cp -a keeps them
     arguments = _run_arguments(config_path, catalog, out, KILLED_RUN)
 
     kill_at(processes, case.kill_point(out, reference), arguments, tmp_path / "killed")
@@ -585,6 +591,9 @@ def test_pss_run_killed_mid_way_shows_one_run_and_reruns_with_its_run_id_to_the_
     if case.unfinished is not None:
         assert not Path(case.unfinished(out, reference)).exists()
     assert_nothing_partial(out, str(out / "runs" / KILLED_RUN), reference)
+    if case.switch_left:
+        assert (warehouse_run_ids(out / "warehouse.sqlite"), shown_run_ids(out)) == ({KILLED_RUN}, {"previous"})
+        assert finish_interrupted_switch(str(out), f"sqlite:///{out / 'warehouse.sqlite'}") == KILLED_RUN
     # One run is visible, the same in the warehouse and at the top of the out folder.
     visible = {"warehouse": warehouse_run_ids(out / "warehouse.sqlite"), "top-level files": shown_run_ids(out)}
     assert visible == {"warehouse": {case.shows}, "top-level files": {case.shows}}
