@@ -463,7 +463,12 @@ def test_plan_fails_when_no_row_is_accepted(rows: pd.DataFrame, tmp_path: Path) 
     rows.to_csv(path, index=False)
     config = make_config(catalog={"max_reject_fraction": 1.0})
     ctx = make_context(
-        config, catalog_uri=str(path), run_uri=str(tmp_path / "run"), snapshot_date=dt.date(2024, 5, 1), run_id="r", cache_uri="unused"
+        config,
+        catalog_uri=str(path),
+        run_uri=str(tmp_path / "run"),
+        snapshot_date=dt.date(2024, 5, 1),
+        run_id="r",
+        cache_uri=str(tmp_path / "cache.sqlite"),
     )
     with pytest.raises(CatalogError) as info:
         plan(ctx)

@@ -93,7 +93,12 @@ def write_catalog(frame: pd.DataFrame, directory: Path, kind: str) -> str:
 
 def run_plan(uri: str, run_dir: Path, config: AppConfig) -> CatalogPlan:
     ctx = make_context(
-        config, catalog_uri=uri, run_uri=str(run_dir), snapshot_date=dt.date(2024, 5, 1), run_id="run-stream", cache_uri="unused"
+        config,
+        catalog_uri=uri,
+        run_uri=str(run_dir),
+        snapshot_date=dt.date(2024, 5, 1),
+        run_id="run-stream",
+        cache_uri=str(run_dir / "cache.sqlite"),
     )
     return plan(ctx)
 
@@ -182,7 +187,7 @@ def test_unknown_category_fails_after_streaming_and_writes_no_manifest(
         run_uri=str(tmp_path / "run"),
         snapshot_date=dt.date(2024, 5, 1),
         run_id="run-unknown",
-        cache_uri="unused",
+        cache_uri=str(tmp_path / "cache.sqlite"),
         categories=("software", "turntables"),
     )
     with pytest.raises(catalog.CatalogError, match="turntables"):
