@@ -18,7 +18,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(abspath $(OUT))/airflow-home \
 	PSS_CACHE_URI=$(abspath $(OUT))/cache/embeddings.sqlite
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 
-.PHONY: venv demo demo-run demo-dag airflow-standalone test lint typecheck clean
+.PHONY: chromium venv demo demo-run demo-dag airflow-standalone test lint typecheck clean
 
 # torch first and alone: the local CPU wheel; any other version would pull GBs of CUDA.
 $(STAMP): pyproject.toml requirements.lock
@@ -59,8 +59,13 @@ demo-dag: $(STAMP)
 airflow-standalone: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+# The browser tests drive Debian's chromium (Playwright can't download its own here); installed when missing.
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium >/dev/null; } \
+		|| { echo "the browser tests need chromium: sudo apt-get install -y chromium"; exit 1; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check pss_ops tests dags plugins bench
