@@ -228,7 +228,7 @@ def cmd_cache_purge(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="pss", description="Product Similarity Service")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log what each step does (-vv: debug detail)")
     parser.add_argument("--debug", action="store_true", help=f"print the traceback of a failure (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -316,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     # Accepted anywhere on the line (`pss run ... --debug`), not only before the subcommand.
     debug = "--debug" in arguments or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = build_parser().parse_args([a for a in arguments if a != "--debug"])
+    # Quiet by default, so what a command prints (pss run's summary) is what the user reads; a worker (`pss step`, in
+    # an Airflow task or a Batch job) logs each step's and partition's lines, which is what its log is for.
+    default = logging.INFO if args.command == "step" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level={0: default, 1: logging.INFO}.get(args.verbose, logging.DEBUG),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

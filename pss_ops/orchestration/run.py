@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from pss_ops import layout, storage
 from pss_ops.catalog.source import open_catalog
 from pss_ops.config import AppConfig
@@ -58,18 +60,30 @@ def default_cache_uri(config: AppConfig, out_dir: str) -> str:
 
 
 class _Stages:
-    """Runs the steps of one run in order, timing each and reporting per-item progress."""
+    """Runs the steps of one run in order, timing each and reporting per-item progress.
 
-    def __init__(self, progress: Progress) -> None:
+    In a terminal each step with partitions is a progress bar; elsewhere (a log file, CI, a test) a line per partition.
+    """
+
+    def __init__(self, progress: Progress, *, bars: bool = False) -> None:
         self.progress = progress
+        self.bars = bars
         self.wall: dict[str, float] = {}
 
     def __call__(self, name: str, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
         started = time.perf_counter()
         results = []
-        for number, item in enumerate(items, start=1):
-            results.append(work(item))
-            self.progress(f"[{name}] {number}/{len(items)} {getattr(item, 'name', '')}".rstrip())
+        if self.bars and len(items) > 1:
+            with tqdm(total=len(items), desc=f"{name:<12}", unit="partition", file=sys.stderr, dynamic_ncols=True) as bar:
+                for item in items:
+                    bar.set_postfix_str(getattr(item, "name", ""), refresh=False)
+                    results.append(work(item))
+                    bar.update(1)
+        else:
+            for number, item in enumerate(items, start=1):
+                results.append(work(item))
+                if not self.bars:  # in a terminal a one-item step says nothing; its own lines (plan's counts) do
+                    self.progress(f"[{name}] {number}/{len(items)} {getattr(item, 'name', '')}".rstrip())
         self.wall[name] = round(time.perf_counter() - started, 3)
         return results
 
@@ -109,7 +123,7 @@ def search_run(
         categories=categories,
         full_refresh=full_refresh,
     )
-    stage = _Stages(progress)
+    stage = _Stages(progress, bars=progress is _stderr and sys.stderr.isatty())
     progress(f"run {run_id}: application {config.application}, model {ctx.model_id}, run dir {ctx.run_uri}")
     catalog_plan = stage("plan", [None], lambda _: plan(ctx))[0]
     progress(
