@@ -216,9 +216,10 @@ def cmd_label_queue(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     """`pss review`: serve the local labelling page until Ctrl-C; labels go to a labelled-pairs CSV."""
+    from pss_ops.review.labels import default_labels
     from pss_ops.review.server import open_review, serve
 
-    labels = args.labels or storage.join(args.run, "labelled_pairs.csv")
+    labels = args.labels or default_labels(args.run)
     server = open_review(args.run, labels, host=args.host, port=args.port, queue_size=args.n)
     serve(server)
     print(f"pss review stopped; {len(server.data.labels)} labelled pairs in {labels}")
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     review = sub.add_parser("review", help="serve a local page to see a run's pairs side by side and label them")
     review.add_argument("--run", required=True, help="a pss run --out folder, or a run directory")
-    review.add_argument("--labels", help="labelled-pairs CSV to add to (default: labelled_pairs.csv in --run)")
+    review.add_argument("--labels", help="labelled-pairs CSV to add to (default: review/labelled_pairs.csv in --run)")
     review.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 is refused)")
     review.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     review.add_argument("--n", type=int, default=200, help="pairs in the label queue (default 200)")

@@ -27,6 +27,15 @@ class ReviewError(ValueError):
     """pss review cannot start or cannot take a request: the message says what to change."""
 
 
+def default_labels(run: str) -> str:
+    """review/labelled_pairs.csv in the --run folder.
+
+    Not directly in OUT: a process's first write into a folder sweeps dead writers' temporaries there, and in OUT
+    one of those may be the staged link a killed pss run leaves for the next run to finish (orchestration.outputs).
+    """
+    return storage.join(run, "review", "labelled_pairs.csv")
+
+
 def check_writable(uri: str) -> None:
     """Refuse, before serving anything, a labels path the page could not write."""
     if storage.is_s3(uri):

@@ -154,9 +154,9 @@ def test_bad_input_ends_in_one_error_line(injected: Path, tmp_path: Path, capsys
             assert len(lines) == 1 and lines[0].startswith("pss: error: ") and message in lines[0], lines
 
 
-def test_ctrl_c_stops_the_server(injected: Path, tmp_path: Path) -> None:
-    labels = tmp_path / "labels.csv"
-    argv = [sys.executable, "-m", "pss_ops.cli", "review", "--run", str(injected), "--labels", str(labels), "--port", "0"]
+def test_ctrl_c_stops_the_server(injected: Path) -> None:
+    labels = injected / "review" / "labelled_pairs.csv"  # the default: nothing is labelled here, so nothing is written
+    argv = [sys.executable, "-m", "pss_ops.cli", "review", "--run", str(injected), "--port", "0"]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
 
     # SIGINT as a terminal's Ctrl-C sends it (a child of a background job would otherwise inherit it ignored).
@@ -178,4 +178,4 @@ def test_ctrl_c_stops_the_server(injected: Path, tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, err
-    assert f"pss review stopped; 0 labelled pairs in {labels}" in out and "Traceback" not in err
+    assert f"pss review stopped; 0 labelled pairs in {labels}" in out and "Traceback" not in err and not labels.exists()
