@@ -72,7 +72,7 @@ def check_warehouse(url: str) -> None:
     Creates the tables if missing (what the publish would do first), which also proves write permission.
     """
     parsed = engine_url(url)
-    if parsed.get_backend_name() == "sqlite":  # a file: engine_url refuses an in-memory database
+    if parsed.get_backend_name() == "sqlite" and parsed.database:  # a file: engine_url refuses an in-memory database
         folder = Path(parsed.database).expanduser().resolve().parent
         if not folder.is_dir():
             raise WarehouseUrlError(f"warehouse {redact_url(url)}: folder {folder} does not exist")
