@@ -1,6 +1,6 @@
 """`pss run`'s top-level outputs: OUT/<name> leads, through OUT/current, to the files of the latest published run.
 
-Four files can't be replaced together, but one symlink can. Each run gathers its outputs in runs/<run_id>/outputs/
+The top-level files can't be replaced together, but one symlink can. Each run gathers its outputs in runs/<run_id>/outputs/
 (hard links to the run's own files, so nothing is copied) while the warehouse transaction holds its rows; once the
 warehouse commits, OUT/current is switched to that folder with one rename. A kill at any moment leaves every
 top-level file on the previous run or every one on this run, as the warehouse is. On S3, which has no links, the
@@ -23,7 +23,7 @@ from pss_ops import storage
 log = logging.getLogger(__name__)
 
 # What OUT shows of the latest run; run_summary.json says which run that is.
-OUTPUT_NAMES = ("similar_items.parquet", "duplicate_groups.parquet", "rejects.csv", "run_summary.json")
+OUTPUT_NAMES = ("similar_items.parquet", "duplicate_groups.parquet", "rejects.csv", "run_summary.json", "report.html")
 CURRENT = "current"
 RUN_OUTPUTS = "outputs"
 
@@ -60,6 +60,29 @@ def stage_outputs(stack: ExitStack, out_dir: str, run_uri: str, sources: dict[st
     stack.enter_context(storage.staged_symlink(str(current), os.path.relpath(folder, out_dir)))
 
 
+def regather(run_uri: str, run_id: str, name: str, source: str, *, out_dir: str | None = None) -> None:
+    """Gather one of a run's outputs again after its file was rewritten (report.html, redrawn by pss evaluate).
+
+    A hard link keeps the bytes it was made with once its file is replaced, so the run's outputs/<name> is linked anew,
+    in one rename; OUT/<name> leads there while OUT shows the run. On S3 OUT holds copies: out_dir's copy is replaced
+    when OUT still shows this run. A run whose outputs were never gathered (pss step, Airflow) has nothing to redo.
+    """
+    if storage.is_s3(run_uri):
+        shown = storage.join(out_dir, "run_summary.json") if out_dir else ""
+        if out_dir and storage.exists(shown) and storage.read_json(shown).get("run_id") == run_id:
+            storage.copy(source, storage.join(out_dir, name))
+        return
+    target = Path(run_uri, RUN_OUTPUTS, name)
+    if not target.exists():
+        return
+    with storage.writing_file(str(target)) as staged:
+        os.unlink(staged)  # the name _staged reserved becomes the new link
+        try:
+            os.link(source, staged)
+        except OSError:  # a filesystem without hard links: the bytes
+            shutil.copyfile(source, staged)
+
+
 def link_output_names(out_dir: str) -> None:
     """OUT/<name> as a link to current/<name>, made once (or over a regular file an earlier version wrote)."""
     if storage.is_s3(out_dir):
@@ -68,6 +91,9 @@ def link_output_names(out_dir: str) -> None:
         path, target = Path(out_dir, name), os.path.join(CURRENT, name)
         if path.is_symlink() and os.readlink(path) == target:
             continue
+        if not Path(out_dir, target).exists():
+            continue  # a run gathered by an earlier version, without this file: linked once a run has it
+
         with storage.staged_symlink(str(path), target):
             pass
         log.info("%s now leads to the latest run's file through %s", path, CURRENT)

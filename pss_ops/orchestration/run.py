@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pss_ops import layout, storage
+from pss_ops import layout, reporting, storage
 from pss_ops.catalog.source import open_catalog
 from pss_ops.config import AppConfig
 from pss_ops.features.cache.backends import open_cache
@@ -195,6 +195,7 @@ def run_pipeline(
                 "similar_items.parquet": layout.similar_items(ctx.run_uri),
                 "duplicate_groups.parquet": layout.duplicate_groups(ctx.run_uri),
                 "rejects.csv": catalog_plan.rejects_uri,
+                "report.html": reporting.page_uri(ctx.run_uri),
             }
             stage_outputs(staged, out_dir, ctx.run_uri, sources, summary)
 

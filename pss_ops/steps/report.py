@@ -1,4 +1,4 @@
-"""Step 8, report: the run summary with counts, time per step, rejects, cache and search recall."""
+"""Step 8, report: the run summary with counts, time per step, rejects, cache and search recall, and the report page."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pss_ops.manifests import (
     RunContext,
 )
 from pss_ops.quality.search_recall import sampled_recall
+from pss_ops.reporting.page import write_page
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _matching_summary(
 
 
 def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None, published: PublishResult | None = None) -> dict[str, Any]:
-    """Gather every manifest of the run into run_summary.json and return it.
+    """Gather every manifest of the run into run_summary.json, draw its report page (report.html), and return the summary.
 
     published stands in for the publish manifest when the report is written before the warehouse commits (pss run).
     """
@@ -170,5 +171,7 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None, pub
     }
     if wall_seconds:
         summary["wall_seconds"] = wall_seconds
+    # The page first, the summary that names it last.
+    summary["report_page"] = write_page(ctx.run_uri, summary)
     storage.write_json(layout.run_summary(ctx.run_uri), summary)
     return summary

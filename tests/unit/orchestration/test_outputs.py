@@ -22,7 +22,7 @@ DAY = dt.date(2024, 5, 1)
 
 
 def a_run(out: Path, run_id: str, rows: int) -> tuple[str, dict[str, str], dict[str, object]]:
-    """A run folder with its three files, and the summary pss run would write for it."""
+    """A run folder with its four files, and the summary pss run would write for it."""
     run = out / "runs" / run_id
     (run / "publish").mkdir(parents=True)
     columns = {
@@ -40,10 +40,12 @@ def a_run(out: Path, run_id: str, rows: int) -> tuple[str, dict[str, str], dict[
     storage.write_parquet(str(run / "publish" / "similar_items.parquet"), table)
     storage.write_parquet(str(run / "publish" / "duplicate_groups.parquet"), pa.table({"group_id": pa.array([], pa.string())}))
     (run / "rejects.csv").write_text("row,item_id,reason,record\n", encoding="utf-8")
+    (run / "report.html").write_text(f"<!DOCTYPE html><title>{run_id}</title>\n", encoding="utf-8")
     sources = {
         "similar_items.parquet": str(run / "publish" / "similar_items.parquet"),
         "duplicate_groups.parquet": str(run / "publish" / "duplicate_groups.parquet"),
         "rejects.csv": str(run / "rejects.csv"),
+        "report.html": str(run / "report.html"),
     }
     url = f"sqlite:///{out / 'warehouse.sqlite'}"
     summary = {
