@@ -150,6 +150,33 @@ def warm_config(ag_run: Run, small_config: AppConfig, shared_cache_path: Path) -
     return with_cache(small_config, shared_cache_path)
 
 
+@pytest.fixture(scope="session")
+def matched_run(ag_run: Run, ag_subset: Subset, warm_config: AppConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The subset run again with a matcher trained on half its items' pairs (labelled from the true matches), as make demo does.
+
+    Shared by the pages that show match probabilities (the review page, the run report).
+    """
+    import subprocess
+
+    from pss_ops.config import MatcherRef
+    from pss_ops.matching.training import train_matcher
+    from pss_ops.orchestration.run import run_pipeline
+
+    root = tmp_path_factory.mktemp("review_matched")
+    argv = [sys.executable, str(ROOT / "examples" / "labels_from_truth.py"), "--pairs", str(ag_run.out_dir / "similar_items.parquet")]
+    subprocess.run([*argv, "--truth", str(ag_subset.matches_path), "--out-dir", str(root / "labels")], check=True, capture_output=True)
+    report = train_matcher(
+        warm_config,
+        catalog_uri=str(ag_subset.catalog),
+        pairs_uri=str(root / "labels" / "train_pairs.csv"),
+        registry_uri=str(root / "registry"),
+        progress=lambda _: None,
+    )
+    config = warm_config.model_copy(update={"matcher": MatcherRef(registry_uri=str(root / "registry"), model_id=report["matcher_id"])})
+    run_pipeline(config, catalog_uri=str(ag_subset.catalog), out_dir=str(root / "out"), snapshot_date=SNAPSHOT, progress=lambda _: None)
+    return root / "out"
+
+
 @pytest.fixture
 def private_cache(ag_run: Run, shared_cache_path: Path, tmp_path: Path) -> Path:
     """A copy of the filled shared cache that a test may change freely."""

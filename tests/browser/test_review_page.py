@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,34 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pss_ops.config import AppConfig, MatcherRef
 from pss_ops.matching.training import read_labelled_pairs
 from pss_ops.review.server import ReviewServer, open_review
 from tests.browser.conftest import PageWatch
-from tests.conftest import SNAPSHOT, Run, Subset
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def matched_run(ag_run: Run, ag_subset: Subset, warm_config: AppConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The subset run again with a matcher trained on half its items' pairs (labelled from the true matches), as make demo does."""
-    from pss_ops.matching.training import train_matcher
-    from pss_ops.orchestration.run import run_pipeline
-
-    root = tmp_path_factory.mktemp("review_matched")
-    argv = [sys.executable, str(ROOT / "examples" / "labels_from_truth.py"), "--pairs", str(ag_run.out_dir / "similar_items.parquet")]
-    subprocess.run([*argv, "--truth", str(ag_subset.matches_path), "--out-dir", str(root / "labels")], check=True, capture_output=True)
-    report = train_matcher(
-        warm_config,
-        catalog_uri=str(ag_subset.catalog),
-        pairs_uri=str(root / "labels" / "train_pairs.csv"),
-        registry_uri=str(root / "registry"),
-        progress=lambda _: None,
-    )
-    config = warm_config.model_copy(update={"matcher": MatcherRef(registry_uri=str(root / "registry"), model_id=report["matcher_id"])})
-    run_pipeline(config, catalog_uri=str(ag_subset.catalog), out_dir=str(root / "out"), snapshot_date=SNAPSHOT, progress=lambda _: None)
-    return root / "out"
 
 
 @pytest.fixture
