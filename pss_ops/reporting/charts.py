@@ -39,6 +39,8 @@ STYLE: dict[RcKeyType, Any] = {
     "grid.color": "#E6E6E6",
     "legend.frameon": False,
     "figure.facecolor": "none",
+    # Panels, their tick labels and legends outside the axes get room of their own.
+    "figure.constrained_layout.use": True,
     "axes.facecolor": "none",
 }
 WIDTH = 7.5  # inches; the page scales each SVG to its column

@@ -202,7 +202,8 @@ def _pair_rows(pairs: pd.DataFrame, named: Mapping[str, str], ranked_by: str, re
     for row, pair in enumerate(pairs.to_dict("records")):
         items = [Html(f"{text(named.get(pair[side], ''))}<small>{text(pair[side])}</small>") for side in ITEM_COLUMNS]
         scores = ", ".join(f"{name} {cosines[name][row]:.3f}" for name in retrievers if np.isfinite(cosines[name][row]))
-        rows.append([row + 1, pair["category"], pair[ranked_by], *items, pair["found_by"], scores])
+        found_by = pair["found_by"].replace(",", ", ") if isinstance(pair["found_by"], str) else None
+        rows.append([row + 1, pair["category"], pair[ranked_by], *items, found_by, scores])
     return rows
 
 
@@ -214,5 +215,5 @@ def pairs_section(published: PublishedPairs, named: Mapping[str, str], retriever
     for which, pairs in (("most", published.most_confident), ("least", published.least_confident)):
         parts.append(Html(f"<h3>The {SHOWN_PAIRS} {which} confident pairs</h3>"))
         rows = _pair_rows(pairs, named, published.ranked_by, retrievers)
-        parts.append(table(header, rows, numeric_from=99, classes="pairs", widths=["3%", "9%", "8%", "29%", "29%", "9%", "13%"]))
+        parts.append(table(header, rows, numeric_from=99, classes="pairs", widths=["4%", "8%", "8%", "28%", "28%", "11%", "13%"]))
     return section("pairs", f"Pairs by {ranked_by}", paragraph(f"Each unordered pair once; ranked by {ranked_by}."), *parts)

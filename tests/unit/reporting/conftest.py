@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, Subset
-from tests.report_runs import matched_run
+from tests.report_runs import out_run_folder
 
 
 @dataclass
@@ -75,6 +74,6 @@ def number(cell: str) -> float:
 
 
 @pytest.fixture(scope="session")
-def with_matcher(ag_run: Run, ag_subset: Subset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ag_run's run again with a matcher (tests/report_runs.py): its folder, with report.html."""
-    return matched_run(ag_run, ag_subset, tmp_path_factory.getbasetemp() / "report_with_matcher")
+def with_matcher(matched_run: Path) -> Path:
+    """The run folder of the subset run with a matcher (tests/conftest.py's matched_run, an OUT folder)."""
+    return out_run_folder(matched_run)

@@ -29,7 +29,7 @@ def evaluated(pairs: Path, truth: Path, capsys: pytest.CaptureFixture[str]) -> d
 def test_evaluate_on_a_matched_run_adds_curves_calibration_and_groups(
     with_matcher: Path, ag_subset: Subset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_uri = copy_run(with_matcher, tmp_path / "run")
+    run_uri = copy_run(with_matcher, tmp_path / with_matcher.name)
     pairs = Path(layout.similar_items(str(run_uri)))
     figures = evaluated(pairs, ag_subset.matches_path, capsys)
     recorded = record_evaluation(str(pairs), str(ag_subset.matches_path), figures)
@@ -37,7 +37,7 @@ def test_evaluate_on_a_matched_run_adds_curves_calibration_and_groups(
     assert recorded.describe().startswith(f"report  {recorded.page_uri} now has a labels section")
 
     kept = storage.read_json(recorded.evaluation_uri)
-    assert kept["run_id"] == "run-with-matcher" and kept["figures"] == figures
+    assert kept["run_id"] == run_uri.name and kept["figures"] == figures
     curves = {curve["name"]: curve for curve in kept["precision_recall"]}
     assert list(curves) == ["match_probability", "score", "dense", "lexical"]
     # The curves' last point accepts every published pair: recall is the share of true pairs the run published at all.
@@ -58,7 +58,7 @@ def test_evaluate_on_a_matched_run_adds_curves_calibration_and_groups(
 def test_evaluate_through_out_redraws_the_page_out_shows(
     ag_run: Run, ag_subset: Subset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = copy_out(ag_run, tmp_path / "out")
+    out = copy_out(ag_run.out_dir, tmp_path / "out")
     run_uri = out / "runs" / run_folder(ag_run).name
     before = (ag_run.out_dir / "report.html").read_text(encoding="utf-8")
     figures = evaluated(out / "similar_items.parquet", ag_subset.matches_path, capsys)
@@ -81,7 +81,7 @@ def test_the_report_step_keeps_the_labels_and_ignores_another_runs(
     # A report step run again (an Airflow retry) draws the labels it finds.
     assert read_page(Path(write_page(str(run_uri), storage.read_json(layout.run_summary(str(run_uri))))))["labels"].charts == 4
     # Another run's evaluation.json (a run folder copied under a new id) is not this run's.
-    assert run_evaluation(str(run_uri), "run-with-matcher") is not None and run_evaluation(str(run_uri), "run-other") is None
+    assert run_evaluation(str(run_uri), with_matcher.name) is not None and run_evaluation(str(run_uri), "run-other") is None
 
 
 def test_pairs_of_no_run_get_their_evaluation_beside_them(
