@@ -11,6 +11,9 @@ from typing import Any
 from pss_ops import storage
 from pss_ops.config import AppConfig, dump_config, load_config, with_k
 
+# How many of a catalog's categories an error message lists before "...".
+CATEGORIES_SHOWN = 20
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -59,6 +62,41 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def catalog_categories(catalog_uri: str, default_category: str) -> list[str]:
+    """The categories a catalog's rows fall in (a blank or missing category is the default one), sorted.
+
+    Streams the category column only, so a run can refuse an unknown category before any compute.
+    """
+    import pyarrow.compute as pc
+
+    from pss_ops.catalog.cells import as_text
+    from pss_ops.catalog.source import open_catalog
+    from pss_ops.catalog.vectors import blank_mask
+
+    source = open_catalog(catalog_uri)
+    if "category" not in source.columns:
+        return [default_category]
+    found: set[str] = set()
+    for batch in source.batches(["category"]):
+        column = batch.column("category")
+        found.update(pc.unique(pc.fill_null(as_text(column, blank_mask(column)), default_category)).to_pylist())
+    return sorted(found)
+
+
+def check_categories(wanted: list[str], catalog_uri: str, default_category: str) -> None:
+    """Refuse requested categories the catalog has no row in, naming the ones it has (ValueError: wrong input)."""
+    if not wanted:
+        return
+    present = catalog_categories(catalog_uri, default_category)
+    unknown = [c for c in wanted if c not in present]
+    if unknown:
+        shown = ", ".join(present[:CATEGORIES_SHOWN]) + (", ..." if len(present) > CATEGORIES_SHOWN else "")
+        raise ValueError(
+            f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(repr(c) for c in unknown)}: "
+            f"catalog {catalog_uri} has {len(present)} categor{'y' if len(present) == 1 else 'ies'}: {shown}"
+        )
+
+
 def prepare_run(
     config_path: str,
     *,
@@ -70,7 +108,7 @@ def prepare_run(
     full_refresh: bool = False,
     k: int | None = None,
 ) -> RunRequest:
-    """Freeze the config into the run directory and build the plan step's arguments."""
+    """Check the request (categories against the catalog), freeze the config into the run directory, build plan's arguments."""
     config = with_k(load_config(config_path), k)
     base = config_directory(config_path)
     if not config.catalog_uri:
@@ -86,11 +124,13 @@ def prepare_run(
             raise ValueError("runs on S3 need a shared embedding cache: set PSS_CACHE_URI=dynamodb://TABLE or cache.uri")
         cache = storage.join(root, "cache", "embeddings.sqlite")
     warehouse = None if storage.is_s3(root) else f"sqlite:///{storage.join(root, 'warehouse.sqlite')}"
+    wanted = sorted(dict.fromkeys(c.strip() for c in categories or [] if c.strip()))
+    # Before anything is written: a wrong name is refused here, not after plan has read and validated the catalog.
+    check_categories(wanted, catalog_uri, config.catalog.default_category)
     run_id = safe_run_id(run_id)
     day = snapshot_date.isoformat()
     run_uri = storage.join(root, config.application, day, run_id)
     config_uri = freeze_config(run_uri, config)
-    wanted = sorted(dict.fromkeys(c.strip() for c in categories or [] if c.strip()))
     arguments = ["--config", config_uri, "--catalog", catalog_uri, "--snapshot-date", day, "--run-id", run_id, "--cache-uri", cache]
     for name in wanted:
         # One --category each: a name may hold a comma.

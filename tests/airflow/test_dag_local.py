@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import select
 
 from pss_ops import storage
 from pss_ops.config import AppConfig
@@ -67,6 +69,92 @@ def test_local_dag_runs_on_embedded_defaults(
     assert set(zip(rows.query_item_id, rows.candidate_item_id, rows["rank"])) == set(
         zip(expected.query_item_id, expected.candidate_item_id, expected["rank"])
     )
+    _assert_paths_to_the_results(dag, dag_run, summary)
+
+
+class _Recorder:
+    """Stands in for an operator's logger: the lines it was given, %-formatted."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str, *args: Any) -> None:
+        self.lines.append(message % args)
+
+
+def _assert_paths_to_the_results(dag: Any, dag_run: Any, summary: dict[str, Any]) -> None:
+    """Mapped tasks named by partitions, links from report and publish, an informative asset event, the summary logged."""
+    from airflow.models import TaskInstance
+    from airflow.models.asset import AssetEvent
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from pss_airflow.operators.pss_step import PssLocalStepOperator
+
+    from pss_ops.reporting import page_uri
+
+    with create_session() as session:
+        tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dag_run.run_id)).all()
+        names = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in tis}
+        links = {
+            (x.task_id, x.key): XComModel.deserialize_value(x)
+            for x in session.scalars(
+                select(XComModel).where(XComModel.dag_id == dag.dag_id, XComModel.run_id == dag_run.run_id, XComModel.key.like("_link_%"))
+            )
+        }
+        events = session.scalars(
+            select(AssetEvent).where(AssetEvent.source_dag_id == dag.dag_id, AssetEvent.source_run_id == dag_run.run_id)
+        ).all()
+        # One event per published (application, date, category) partition, each with the run's extra.
+        partitions = sorted(e.partition_key for e in events)
+        extras = [dict(e.extra) for e in events]
+    # local_chunk_size=2: the first chunk of each mapped step is partitions 0 and 1.
+    assert names[("embed", 0)] == "partitions 0–1" and names[("search", 0)] == "partitions 0–1"
+    assert names[("build_index", 0)].startswith("partition")
+    quoted = dag_run.run_id.replace(":", "%3A").replace("+", "%2B")
+    assert links[("report", "_link_RunReportLink")] == f"/pss/runs/{dag.dag_id}/{quoted}/report"
+    assert links[("publish", "_link_RunResultsLink")] == f"/pss/runs/{dag.dag_id}/{quoted}/results"
+    assert links[("plan", "_link_RunReportLink")] == ""
+    assert partitions == [f"{dag.dag_id[4:]}/2024-03-01/group_a", f"{dag.dag_id[4:]}/2024-03-01/group_b"]
+    extra = extras[0]
+    assert all(e == extra for e in extras)
+    assert extra["report"] == page_uri(summary["run_uri"]) and extra["run_uri"] == summary["run_uri"]
+    assert extra["table"] == "similar_items" and extra["rows"] == summary["counts"]["rows_published"]
+    assert extra["warehouse"].startswith("sqlite:///") and extra["snapshot_date"] == "2024-03-01"
+
+    report = PssLocalStepOperator(task_id="report", step="report", run_uri=summary["run_uri"])
+    recorder = _Recorder()
+    report._cached_logger = recorder  # type: ignore[assignment]
+    report._log_run_summary()
+    text = "\n".join(recorder.lines)
+    # What `pss summary` prints, then where the report is.
+    counts = summary["counts"]
+    assert f"{counts['rows_read']} read, {counts['rows_accepted']} accepted" in text
+    assert f"published        {counts['rows_published']} rows" in text
+    assert "run_summary.json" in text and recorder.lines[-1] == f"report           {page_uri(summary['run_uri'])}"
+
+
+def test_wrong_parameters_fail_prepare_run_at_once(
+    airflow_db: None, warm_config: AppConfig, ag_subset: Subset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An unknown category fails prepare_run on its first try (no 3 x 2-minute retries) and nothing else runs."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("AIRFLOW_CONN_PSS_WAREHOUSE", raising=False)
+    runs = tmp_path / "runs"
+    dag = load_dag(_config(warm_config, ag_subset, "near_identical_bad"), tmp_path, monkeypatch, runs_uri=runs)
+    started = time.monotonic()
+    dag_run = dag.test(logical_date=DAY_1, run_conf={"categories": ["group_a", "toys"]})
+    assert dag_run.state == "failed"
+    assert time.monotonic() - started < 60
+    with create_session() as session:
+        tis = {
+            ti.task_id: ti
+            for ti in session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dag_run.run_id))
+        }
+    assert (tis["prepare_run"].state, tis["prepare_run"].try_number) == ("failed", 1)
+    assert tis["plan"].state == "upstream_failed"
+    assert not runs.exists()
 
 
 @pytest.fixture

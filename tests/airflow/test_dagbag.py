@@ -70,9 +70,10 @@ def test_default_parse_has_no_import_errors_and_only_configs_with_a_catalog(defa
 
 
 def test_dag_scheduling_ownership_and_retries(dag: Any) -> None:
-    assert dag.schedule == "@daily"
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 0 * * *", "UTC")
     assert dag.catchup is False
-    assert isinstance(dag.max_active_runs, int) and dag.max_active_runs >= 1
+    # One run at a time: a manual run for a date waits for the scheduled one, then replaces its rows.
+    assert dag.max_active_runs == 1
     assert "pss" in dag.tags
     assert dag.doc_md and dag.doc_md.strip()
     assert "near_identical" in dag.doc_md
@@ -99,7 +100,42 @@ def test_params_schema_and_defaults(dag: Any) -> None:
     assert set(params.get_param("snapshot_date").schema["type"]) == {"null", "string"}
     assert params.get_param("full_refresh").schema["type"] == "boolean"
     k = params.get_param("k").schema
-    assert (k["type"], k["minimum"], k["maximum"]) == ("integer", 1, 1000)
+    # The config's own bounds (1..1000), exclusive so the form does not clamp an out-of-range k silently.
+    assert (k["type"], k["exclusiveMinimum"], k["exclusiveMaximum"]) == ("integer", 0, 1001)
+    assert "minimum" not in k and "maximum" not in k
+    assert "1 to 1000" in params.get_param("k").description
+
+
+def test_form_hints_at_the_demo_catalogs_only_category(dag: Any) -> None:
+    """The demo catalog has no category column: the form says every item is in 'uncategorized'."""
+    description = dag.params.get_param("categories").description
+    assert "no category column" in description and "'uncategorized'" in description
+    assert "'uncategorized'" in dag.doc_md
+
+
+def test_category_hint_reads_a_csv_header_only(tmp_path: Path) -> None:
+    from pss_airflow.dag_factory import category_hint
+
+    with_column = tmp_path / "with.csv"
+    with_column.write_text("item_id,title,category\n1,a,toys\n", encoding="utf-8")
+    without = tmp_path / "without.csv"
+    without.write_text("item_id,title\n1,a\n", encoding="utf-8")
+    assert "no category column" in category_hint(str(without), "misc") and "'misc'" in category_hint(str(without), "misc")
+    for uri in (str(with_column), str(tmp_path / "missing.csv"), "s3://bucket/catalog.csv", str(tmp_path / "c.parquet")):
+        hint = category_hint(uri, "misc")
+        assert "category column" in hint and "lists the catalog's categories" in hint, uri
+
+
+def test_unpausing_starts_no_run_for_today(dag: Any) -> None:
+    """A new DAG's first scheduled run is the next midnight: "Unpause and trigger" starts only the manual run."""
+    import pendulum
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    before = pendulum.now("UTC")
+    first = serialized.next_dagrun_info(last_automated_run_info=None)
+    assert first is not None and first.run_after > before
+    assert first.run_after == before.add(days=1).start_of("day")
 
 
 @pytest.mark.parametrize(
@@ -145,6 +181,45 @@ def test_task_graph_runs_steps_in_order(dag: Any) -> None:
         assert ancestors == set(ORDER[:position]), task_id
     assert dag.get_task("prepare_run").upstream_task_ids == set()
     assert dag.get_task("report").downstream_task_ids == set()
+
+
+def test_run_context_reaches_steps_without_an_edge_from_prepare_run(dag: Any) -> None:
+    """The graph view reads as the pipeline: prepare_run feeds plan, and the steps read the run folder by template."""
+    from pss_airflow.dag_factory import RUN_URI
+
+    assert dag.get_task("prepare_run").downstream_task_ids == {"plan"}
+    for task_id in ("plan", "plan_index", "publish", "report"):
+        assert dag.get_task(task_id).run_uri == RUN_URI, task_id
+    for task_id in ("embed", "build_index", "search"):
+        assert dag.get_task(task_id).partial_kwargs["run_uri"] == RUN_URI, task_id
+    assert dag.get_task("catalog_chunks").op_args[0] == RUN_URI
+    edges = sum(len(t.downstream_task_ids) for t in dag.tasks)
+    assert edges == len(ORDER) - 1 + 1  # the chain, plus catalog_chunks -> search
+
+
+def test_mapped_steps_are_named_by_their_partitions(dag: Any) -> None:
+    from pss_airflow.operators.pss_step import PARTITIONS_MAP_INDEX_TEMPLATE, partition_range
+
+    for task_id in ("embed", "build_index", "search"):
+        assert dag.get_task(task_id).partial_kwargs["map_index_template"] == PARTITIONS_MAP_INDEX_TEMPLATE
+    assert partition_range({"offset": 0, "size": 4}) == "partitions 0–3"
+    assert partition_range({"offset": 4, "size": 1}) == "partition 4"
+    assert partition_range(None) == ""
+
+
+def test_report_and_publish_link_to_the_run_results(dag: Any) -> None:
+    from airflow.sdk.types import TaskInstanceKey
+
+    run_id = "manual__2026-11-30T10:00:00+00:00"
+    links = {}
+    for task_id in ("plan", "publish", "report"):
+        task = dag.get_task(task_id)
+        key = TaskInstanceKey(dag_id=DAG_ID, task_id=task_id, run_id=run_id)
+        links[task_id] = {link.name: link.get_link(task, ti_key=key) for link in task.operator_extra_links}
+    base = f"/pss/runs/{DAG_ID}/manual__2026-11-30T10%3A00%3A00%2B00%3A00"
+    assert links["report"] == {"Run report": f"{base}/report", "Warehouse table": f"{base}/results"}
+    assert links["publish"] == {"Run report": "", "Warehouse table": f"{base}/results"}
+    assert links["plan"] == {"Run report": "", "Warehouse table": ""}
 
 
 @pytest.mark.parametrize(("task_id", "over"), [("embed", "catalog_chunks"), ("build_index", "index_chunks"), ("search", "catalog_chunks")])

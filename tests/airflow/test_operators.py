@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import re
 import sys
@@ -166,6 +167,62 @@ def test_batch_publish_without_connection_uses_default_url(batch_client: _BatchC
     assert call["containerOverrides"]["environment"] == [{"name": "PSS_WAREHOUSE_URL", "value": "sqlite:////srv/wh.sqlite"}]
 
 
+class _FailedBatchClient(_BatchClient):
+    """A Batch client whose job failed: a plain job with one exit code, or an array whose failed children have theirs."""
+
+    def __init__(self, codes: list[int | None], array: bool) -> None:
+        super().__init__()
+        self.codes, self.array = codes, array
+
+    def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+        job: dict[str, Any] = {"jobId": jobs[0], "jobName": "x", "status": "FAILED", "jobQueue": "q", "jobDefinition": "d"}
+        if self.array:
+            job["arrayProperties"] = {"size": len(self.codes)}
+        else:
+            job["attempts"] = [{"container": {"exitCode": self.codes[0]}}]
+        return {"jobs": [job]}
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_jobs"
+        summaries = [{"jobId": f"j-1:{i}", "container": {} if c is None else {"exitCode": c}} for i, c in enumerate(self.codes)]
+
+        class Pages:
+            def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+                assert kwargs == {"arrayJobId": "j-1", "jobStatus": "FAILED"}
+                return [{"jobSummaryList": summaries[:1]}, {"jobSummaryList": summaries[1:]}]
+
+        return Pages()
+
+
+@pytest.mark.parametrize(
+    ("codes", "array", "fails_fast"),
+    [
+        ([2], False, True),
+        ([1], False, False),
+        ([None], False, False),
+        ([2, 2], True, True),
+        ([2, 137], True, False),
+        ([2, None], True, False),
+    ],
+)
+def test_batch_job_that_exited_2_fails_without_retries(
+    monkeypatch: pytest.MonkeyPatch, codes: list[int | None], array: bool, fails_fast: bool
+) -> None:
+    from airflow.providers.amazon.aws.hooks.batch_client import BatchClientHook
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    client = _FailedBatchClient(codes, array)
+    monkeypatch.setattr(BatchClientHook, "client", property(lambda self: client))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(AWS_CONN))
+    operator = _batch_operator("search", {"offset": 0, "size": len(codes)}, awslogs_enabled=False)
+    operator.job_id = "j-1"
+    with pytest.raises(AirflowException) as raised:
+        operator.execute_complete({}, {"status": "failure", "job_id": "j-1"})
+    assert isinstance(raised.value, AirflowFailException) is fails_fast, raised.value
+    if fails_fast:
+        assert "exit status 2" in str(raised.value) and "pss step search" in str(raised.value)
+
+
 # PssLocalStepOperator
 
 
@@ -236,6 +293,33 @@ def test_local_without_use_aws_passes_no_credentials(recorded: list[dict[str, An
     assert recorded[0]["env"] == {}
 
 
+def _failing_run_commands(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    import pss_ops.orchestration.local
+
+    def fail(commands: Any, *, max_parallel: int, env: Any = None) -> None:
+        raise StepFailedError(f"pss: error: catalog x.csv not found\n1 of 1 step commands failed:\nexit {code}: ...", [code])
+
+    monkeypatch.setattr(pss_ops.orchestration.local, "run_commands", fail)
+
+
+def test_local_input_error_fails_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    _failing_run_commands(monkeypatch, 2)
+    with pytest.raises(AirflowFailException, match=r"^pss: error: catalog x.csv not found") as raised:
+        _local_operator("plan").execute({})
+    assert "not retried" in str(raised.value)
+
+
+def test_local_machine_fault_stays_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    _failing_run_commands(monkeypatch, 1)
+    with pytest.raises(StepFailedError) as raised:
+        _local_operator("plan").execute({})
+    assert not isinstance(raised.value, AirflowFailException)
+
+
 # run_commands, for real
 
 
@@ -252,6 +336,52 @@ def test_run_commands_runs_all_then_names_the_failure(tmp_path: Path) -> None:
     # Both ran, the failing one first; the env reached them.
     assert (tmp_path / "fail").exists()
     assert (tmp_path / "ok").read_text() == str(tmp_path)
+
+
+def test_run_commands_streams_each_line_while_the_worker_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker waits for a file that only the log handler creates on seeing its first line: streamed, or it times out."""
+    released = tmp_path / "released"
+    script = (
+        "import pathlib, sys, time\n"
+        "print('embedding 3 batches', file=sys.stderr, flush=True)\n"
+        f"deadline = time.monotonic() + 20\n"
+        f"while not pathlib.Path({str(released)!r}).exists():\n"
+        "    if time.monotonic() > deadline:\n"
+        "        sys.exit('pss: error: the line was not logged while the worker ran')\n"
+        "    time.sleep(0.05)\n"
+        "print('done', file=sys.stderr)\n"
+    )
+
+    class Release(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "embedding 3 batches" in record.getMessage():
+                released.touch()
+
+    handler = Release()
+    logger = logging.getLogger("pss_ops.orchestration.local")
+    logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="pss_ops.orchestration.local"):
+            run_commands([[sys.executable, "-c", script, "--partition", "3"]], max_parallel=1)
+    finally:
+        logger.removeHandler(handler)
+    lines = [r.getMessage() for r in caplog.records]
+    # Every line carries its partition, and none is cut to a tail.
+    assert "partition 3: embedding 3 batches" in lines and "partition 3: done" in lines
+
+
+def test_run_commands_failure_starts_with_the_workers_error_line(tmp_path: Path) -> None:
+    noisy = (
+        "import sys\nfor i in range(50): print(f'line {i}', file=sys.stderr)\n"
+        "print('pss: error: unknown category toys', file=sys.stderr)\nsys.exit(2)"
+    )
+    with pytest.raises(StepFailedError) as raised:
+        run_commands([[sys.executable, "-c", noisy]], max_parallel=1)
+    assert str(raised.value).splitlines()[0] == "pss: error: unknown category toys"
+    assert raised.value.exit_codes == (2,) and raised.value.input_error
+    with pytest.raises(StepFailedError) as mixed:
+        run_commands([[sys.executable, "-c", noisy], [sys.executable, "-c", "import sys; sys.exit(1)"]], max_parallel=2)
+    assert sorted(mixed.value.exit_codes) == [1, 2] and not mixed.value.input_error
 
 
 def test_run_commands_succeeds_quietly(tmp_path: Path) -> None:
@@ -315,6 +445,9 @@ def config_file(small_config: AppConfig, tmp_path: Path) -> Path:
     """near_identical with a catalog relative to the config file's directory."""
     (tmp_path / "configs").mkdir()
     (tmp_path / "catalogs").mkdir()
+    (tmp_path / "catalogs" / "catalog.csv").write_text(
+        "item_id,title,category\n1,red kettle,group_a\n2,blue kettle,group_b\n3,green kettle,\n4,grey kettle,group_b\n", encoding="utf-8"
+    )
     config = small_config.model_copy(update={"catalog_uri": "../catalogs/catalog.csv", "runs_uri": "../runs"})
     return write_config(config, tmp_path / "configs" / "near_identical.yaml")
 
@@ -377,6 +510,33 @@ def test_prepare_run_rejects_bad_k_and_missing_catalog(config_file: Path, small_
     with pytest.raises(ValueError, match="catalog_uri"):
         prepare_run(str(bare), run_id="r", snapshot_date=dt.date(2024, 5, 1), runs_uri=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_prepare_run_refuses_unknown_categories_naming_the_catalogs(config_file: Path, tmp_path: Path) -> None:
+    from pss_ops.orchestration.request import catalog_categories
+
+    catalog = str((tmp_path / "catalogs" / "catalog.csv").resolve())
+    # A blank category is the config's default one, as plan reads it.
+    assert catalog_categories(catalog, "uncategorized") == ["group_a", "group_b", "uncategorized"]
+    with pytest.raises(ValueError) as raised:
+        prepare_run(str(config_file), run_id="r", snapshot_date=dt.date(2024, 5, 1), categories=["group_a", "toys", "Group_B"])
+    assert str(raised.value) == (
+        f"unknown categories 'Group_B', 'toys': catalog {catalog} has 3 categories: group_a, group_b, uncategorized"
+    )
+    # Refused before anything was written.
+    assert not (tmp_path / "runs").exists()
+    ok = prepare_run(str(config_file), run_id="r", snapshot_date=dt.date(2024, 5, 1), categories=["uncategorized"])
+    assert ok.categories == ["uncategorized"]
+
+
+def test_catalog_without_category_column_has_only_the_default(tmp_path: Path) -> None:
+    from pss_ops.orchestration.request import catalog_categories, check_categories
+
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("item_id,title\n1,a\n", encoding="utf-8")
+    assert catalog_categories(str(catalog), "uncategorized") == ["uncategorized"]
+    with pytest.raises(ValueError, match=r"unknown category 'electronics': catalog .* has 1 category: uncategorized$"):
+        check_categories(["electronics"], str(catalog), "uncategorized")
 
 
 def test_prepare_run_refuses_a_malformed_warehouse_url_without_retries_and_lets_an_unreachable_one_retry(tmp_path: Path) -> None:
