@@ -56,8 +56,10 @@ demo-dag: $(STAMP)
 		|| (tail -40 $(OUT)/airflow-home/dags-test.log; exit 1)
 	@$(BIN)/python -m pss_ops.cli summary --runs $(OUT)/airflow-runs/near_identical/$(DEMO_DATE)
 
+# standalone starts its components as `airflow` from PATH: the helper puts this venv's on it, runs everything in a
+# session of its own, and on Ctrl-C stops every process in it (tasks run in process groups of their own).
 airflow-standalone: $(STAMP)
-	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+	$(AIRFLOW_ENV) $(BIN)/python scripts/airflow_standalone.py
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest
