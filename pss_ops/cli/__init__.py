@@ -42,7 +42,8 @@ log = logging.getLogger("pss")
 DEBUG_ENV = "PSS_DEBUG"
 
 
-def _print_summary(summary: dict[str, Any], outputs: str) -> None:
+def _print_summary(summary: dict[str, Any], outputs: str, report_page: str | None = None) -> None:
+    """The run in a dozen lines, ending with where its report page is (default: the run's own)."""
     counts, cache, search = summary["counts"], summary["cache"], summary["search"]
     lines = [
         f"application      {summary['application']}  (model {summary['model_id']}, snapshot {summary['snapshot_date']})",
@@ -57,18 +58,19 @@ def _print_summary(summary: dict[str, Any], outputs: str) -> None:
         "seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in summary.get("wall_seconds", summary["step_seconds"]).items()),
         f"outputs          {outputs}",
         f"warehouse        {summary['publish']['warehouse']} (table {summary['publish']['table']})",
+        f"report           {report_page or summary.get('report_page', '(none: a run from before run reports)')}",
     ]
     matching = summary.get("matching")
     if matching:
         lines.insert(
-            -3,
+            -4,
             f"matching         {matching['rows_matched']} published pairs at match_probability >= {matching['match_threshold']} "
             f"(matcher {matching['matcher_id']}); {matching['duplicate_groups']} duplicate groups of {matching['items_in_groups']} items",
         )
     empty = search.get("scopes_without_candidates") or []
     if empty:
         lines.insert(
-            -3,
+            -4,
             f"no candidates    {len(empty)} scope(s) where every item fails the attribute rules, 0 rows: {', '.join(empty[:10])}"
             + (" ..." if len(empty) > 10 else ""),
         )
@@ -95,7 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         full_refresh=args.full_refresh,
     )
-    _print_summary(summary, f"{args.out}/similar_items.parquet, duplicate_groups.parquet, run_summary.json, rejects.csv")
+    out = Path(args.out)
+    outputs = f"{out}/similar_items.parquet, duplicate_groups.parquet, run_summary.json, rejects.csv"
+    _print_summary(summary, outputs, str(out / "report.html"))
     return 0
 
 
@@ -153,6 +157,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if verification:
         report.update(evaluate_verification(args.labelled, args.run_uri))
     print(format_table(report))
+    if ranking:
+        from pss_ops.orchestration.evaluation import record_evaluation
+
+        # The run's report gains the labels' section (precision-recall, calibration, group sizes); stderr keeps the
+        # --json line last on stdout.
+        recorded = record_evaluation(args.pairs, args.truth, report, items_uri=args.items, groups_uri=args.groups)
+        print(recorded.describe(), file=sys.stderr)
     if args.json_out:
         storage.write_json(args.json_out, report)
     if args.json:

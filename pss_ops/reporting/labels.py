@@ -98,9 +98,11 @@ def _group_sizes(groups: pd.DataFrame, true_keys: set[str]) -> list[dict[str, in
 
 def label_figures(pairs_uri: str, truth_uri: str, *, items: set[str] | None = None, groups_uri: str | None = None) -> dict[str, Any]:
     """Precision–recall per score, score histograms of true matches and other pairs, and with a matcher calibration and groups."""
-    pairs = storage.read_parquet(
-        pairs_uri, columns=["query_item_id", "candidate_item_id", "score", "retriever_scores", PROBABILITY]
-    ).to_pandas()
+    wanted = ["query_item_id", "candidate_item_id", "score", "retriever_scores", PROBABILITY]
+    present = storage.open_parquet(pairs_uri).schema_arrow.names
+    # Pairs written before retriever scores or match probabilities existed have neither: both read as NULL.
+    pairs = storage.read_parquet(pairs_uri, columns=[c for c in wanted if c in present]).to_pandas()
+    pairs = pairs.assign(**{c: None for c in wanted if c not in present})
     true_keys = true_pair_keys(truth_uri)
     if items is not None:
         pairs = pairs[pairs["query_item_id"].isin(items) & pairs["candidate_item_id"].isin(items)]
