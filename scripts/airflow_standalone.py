@@ -6,7 +6,8 @@ everything it started either: each task runs in a process group of its own (so A
 subprocesses), which Ctrl-C in the terminal does not reach. So standalone runs in a session of its own, and stopping
 it ends every process still in that session: standalone first (it stops its components), then whatever is left.
 
-Usage: python scripts/airflow_standalone.py   (the Airflow settings come from the environment, as for `airflow`)
+Usage: python scripts/airflow_standalone.py   (settings from the environment, as for `airflow`; AIRFLOW__API__PORT
+for another port than 8080)
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def main() -> int:
     """Run `airflow standalone` until it exits or Ctrl-C (SIGINT) or SIGTERM arrives, then stop everything it started."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
+    port = env.get("AIRFLOW__API__PORT")
+    if port and not env.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+        # Tasks reach the api-server's execution API at port 8080 unless told otherwise: on another port, every task
+        # would fail to start (connection refused) and be retried.
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{port}/execution/"
     # SIGTERM (kill, a CI timeout) stops it as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     standalone = subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env, start_new_session=True)

@@ -21,6 +21,7 @@ from pss_airflow.operators.pss_step import (
 from pss_airflow.settings import PssSettings
 from pss_ops import storage
 from pss_ops.config import AppConfig, load_config
+from pss_ops.orchestration.request import config_directory
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,6 @@ def build_similarity_dag(config_path: str | Path, settings: PssSettings | None =
     uses_aws = any(u and u.startswith(("s3://", "dynamodb://")) for u in (runs_uri, settings.cache_uri, config.cache.uri))
     categories_hint = ""
     if config.catalog_uri:
-        from pss_ops.orchestration.request import config_directory
-
         categories_hint = category_hint(storage.resolve(config.catalog_uri, config_directory(config_path)), config.catalog.default_category)
     k_low, k_high = _k_bounds()
 

@@ -15,9 +15,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
+from pss_airflow.dag_factory import PREPARE_TASK_ID
 from pss_airflow.links import URL_PREFIX
-
-PREPARE_TASK_ID = "prepare_run"
 
 app = FastAPI(title="PSS run results", description="A similarity run's report and published table, by DAG run.")
 # Whoever may read a DAG's runs in the UI may read their results.
@@ -61,10 +60,14 @@ def run_results(dag_id: str, run_id: str, session: SessionDep) -> dict[str, Any]
     from pss_ops.reporting import page_uri
 
     run_uri = _run_uri(session, dag_id, run_id)
-    if not storage.exists(layout.publish_manifest(run_uri)):
-        raise HTTPException(404, f"run {run_id} of {dag_id} has not published yet (no {layout.publish_manifest(run_uri)})")
-    run = RunContext.read(layout.context(run_uri))
-    published = PublishResult.read(layout.publish_manifest(run_uri))
+    try:
+        if not storage.exists(layout.publish_manifest(run_uri)):
+            raise HTTPException(404, f"run {run_id} of {dag_id} has not published yet (no {layout.publish_manifest(run_uri)})")
+        run = RunContext.read(layout.context(run_uri))
+        published = PublishResult.read(layout.publish_manifest(run_uri))
+    except OSError as err:
+        # On S3 the api-server needs read access to the runs bucket (its default AWS credentials).
+        raise HTTPException(502, f"cannot read run {run_uri}: {err}") from err
     return {
         "dag_id": dag_id,
         "run_id": run_id,

@@ -1,7 +1,8 @@
 """A real Airflow (standalone, through scripts/airflow_standalone.py) for tests: started, waited for, and always cleaned up.
 
-Every process it starts carries the test's own AIRFLOW_HOME in its environment, which is how the cleanup finds them all,
-wherever they went (a task's process group, a worker's children).
+Its processes are found by session (the test's child and standalone each lead one; a task's own process group stays in
+its session) and by the test's AIRFLOW_HOME in their environment. Neither alone is enough: most Airflow processes
+retitle themselves (setproctitle), which overwrites what /proc shows of their environment.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,21 +40,34 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PSS_"))}
 
 
-def processes_of(airflow_home: Path) -> list[psutil.Process]:
-    """Live processes whose environment names this AIRFLOW_HOME."""
+def sessions_under(pid: int) -> set[int]:
+    """The sessions of a process and of all its descendants now."""
+    sessions = {os.getsid(pid)}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            sessions.add(os.getsid(child.pid))
+        except OSError:
+            continue
+    return sessions
+
+
+def processes_of(airflow_home: Path, sessions: Collection[int] = ()) -> list[psutil.Process]:
+    """Live processes in one of these sessions, or whose environment names this AIRFLOW_HOME."""
     found = []
     for process in psutil.process_iter():
         try:
-            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get("AIRFLOW_HOME") == str(airflow_home):
+            if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getsid(process.pid) in sessions or process.environ().get("AIRFLOW_HOME") == str(airflow_home):
                 found.append(process)
-        except psutil.Error:
+        except (OSError, psutil.Error):
             continue
     return found
 
 
-def kill_all(airflow_home: Path) -> None:
+def kill_all(airflow_home: Path, sessions: Collection[int] = ()) -> None:
     """The test's own cleanup, whatever happened: nothing it started may outlive it."""
-    left = processes_of(airflow_home)
+    left = processes_of(airflow_home, sessions)
     for process in left:
         try:
             process.kill()
@@ -86,19 +100,27 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path) -> dict
 
 @dataclass
 class Standalone:
-    """A running standalone: its port, home, log, and the process the test presses Ctrl-C on."""
+    """A running standalone: its port, home, log, the process the test presses Ctrl-C on, and the sessions seen."""
 
     port: int
     home: Path
     log: Path
     process: subprocess.Popen[bytes]
+    sessions: set[int]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def processes(self) -> list[psutil.Process]:
+        """Every live process it started (as far as sessions and environments tell)."""
+        if self.process.poll() is None:
+            self.sessions |= sessions_under(self.process.pid)
+        return processes_of(self.home, self.sessions)
+
     def ctrl_c(self, timeout: float = 90) -> None:
         """SIGINT to its process group, as a terminal's Ctrl-C; waits for it to exit."""
+        self.processes()
         os.killpg(self.process.pid, signal.SIGINT)
         self.process.wait(timeout=timeout)
 
@@ -106,18 +128,22 @@ class Standalone:
 @contextmanager
 def standalone(command: Sequence[str], env: Mapping[str, str], home: Path, log: Path, port: int) -> Iterator[Standalone]:
     """Start command (make airflow-standalone, or the helper itself), wait until healthy; kill whatever is left after."""
+    sessions: set[int] = set()
     try:
         with log.open("wb") as output:
-            # Its own process group, so the test can press Ctrl-C on it as a terminal does.
+            # A session of its own, so the test can press Ctrl-C on its process group as a terminal does.
             process = subprocess.Popen(
                 list(command), cwd=ROOT, env=dict(env), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
             )
+            sessions.add(process.pid)
             try:
                 wait_healthy(port, process, log)
-                yield Standalone(port, home, log, process)
+                running = Standalone(port, home, log, process, sessions)
+                running.processes()
+                yield running
             finally:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=30)
     finally:
-        kill_all(home)
+        kill_all(home, sessions)

@@ -126,7 +126,7 @@ def _assert_paths_to_the_results(dag: Any, dag_run: Any, summary: dict[str, Any]
     report._cached_logger = recorder  # type: ignore[assignment]
     report._log_run_summary()
     text = "\n".join(recorder.lines)
-    # What `pss summary` prints, then where the report is.
+    # What `pss summary` prints, ending with where the report is.
     counts = summary["counts"]
     assert f"{counts['rows_read']} read, {counts['rows_accepted']} accepted" in text
     assert f"published        {counts['rows_published']} rows" in text

@@ -116,23 +116,22 @@ class _PssStep:
         )
 
     def _log_run_summary(self) -> None:
-        """The counts `pss summary` prints, and where the report and summary are, in the report task's log."""
+        """What `pss summary` prints (counts, recall, seconds, outputs, warehouse, report page) in the report task's log."""
         import contextlib
         import io
 
         from pss_ops import layout, storage
         from pss_ops.cli import _print_summary
-        from pss_ops.reporting import page_uri
 
         self._configure_storage()
         summary_uri = layout.run_summary(self.run_uri)
         summary = storage.read_json(summary_uri)
         printed = io.StringIO()
+        # The CLI's own formatting, so the task log and `pss summary` read alike; it prints, hence the redirect.
         with contextlib.redirect_stdout(printed):
             _print_summary(summary, f"{summary['publish']['parquet_uri']}; summary {summary_uri}")
         for line in printed.getvalue().splitlines():
             self.log.info("%s", line)
-        self.log.info("report           %s", page_uri(self.run_uri))
 
 
 class PssLocalStepOperator(_PssStep, BaseOperator):
