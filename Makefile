@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 demo: demo-run demo-dag
+	@echo "run report: $(abspath $(OUT))/report.html  (label pairs: $(BIN)/pss review --run $(OUT))"
 
 # Then match decisions, as a user gets them: label half the items' candidate pairs (here from the known
 # matches), train a matcher (its id is the one line it prints), paste it into the config, run again, and
