@@ -88,8 +88,3 @@ def run_commands(commands: Sequence[Sequence[str]], *, max_parallel: int, env: M
             (f"{first}\n" if first else "") + f"{len(failures)} of {len(commands)} step commands failed:\n{details}",
             [done.returncode for done in failures],
         )
-
-
-def error_line(stderr: str) -> str | None:
-    """The last `pss: error:` line a pss command printed, if any."""
-    return next((line for line in reversed(stderr.splitlines()) if line.startswith("pss: error:")), None)

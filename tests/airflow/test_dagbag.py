@@ -430,3 +430,21 @@ def test_bogus_executor_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> N
     assert sorted(Path(f).name for f in bag.import_errors) == ["pss_similarity.py", "pss_train_matcher.py", "pss_training.py"]
     for error in bag.import_errors.values():
         assert "PSS_EXECUTOR" in error and "bogus" in error
+
+
+def test_prepare_run_checks_k_and_the_snapshot_date_itself() -> None:
+    """For runs that bypass the form's schema (dag.test, an old conf): the same bounds, as wrong input."""
+    import datetime as dt
+
+    from pss_airflow.dag_factory import _k, _k_bounds, _snapshot_date
+
+    assert _k_bounds() == (1, 1000)
+    assert _k(None, 1, 1000) is None and _k(7, 1, 1000) == 7
+    for bad in (-1, 0, 1001, True, 2.5, "5"):
+        with pytest.raises(ValueError, match=r"k must be a whole number from 1 to 1000"):
+            _k(bad, 1, 1000)
+    when = dt.datetime(2026, 11, 30, 14, 5, tzinfo=dt.UTC)
+    assert _snapshot_date(None, when) == dt.date(2026, 11, 30)
+    assert _snapshot_date("2024-05-01", when) == dt.date(2024, 5, 1)
+    with pytest.raises(ValueError, match=r"snapshot_date '2024-13-01' is not a date: use YYYY-MM-DD"):
+        _snapshot_date("2024-13-01", when)
