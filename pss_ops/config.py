@@ -172,7 +172,8 @@ def parse_memory(text: str) -> int:
 
 
 class IndexTuningConfig(_Strict):
-    """Choose partition size, HNSW M, efConstruction and efSearch by measuring recall on a sample (like autofaiss)."""
+    """Choose, per scope, the index family (exact, IVF or HNSW), its parameters and the partition size by measuring
+    recall and cost on a sample (like autofaiss), and calibrate the search effort on each built index."""
 
     target_recall: float = Field(0.99, gt=0, le=1)
     # What one build or query process may hold: bounds the rows per index partition.
@@ -190,11 +191,17 @@ class IndexTuningConfig(_Strict):
 
 
 class IndexConfig(_Strict):
-    """HNSW parameters and how many items one index partition holds; with tuning set, plan_index chooses them."""
+    """The index family, its parameters and how many items one index partition holds; with tuning set, plan_index
+    chooses them per scope by measurement (the fields below are then unused, except partition_size's cap)."""
 
+    # flat: exact search; ivf: an inverted file of k-means lists; hnsw: a graph (search.indexes).
+    family: Literal["flat", "ivf", "hnsw"] = "hnsw"
     hnsw_m: int = Field(32, ge=4, le=256)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(128, ge=8)
+    # ivf: the number of lists (0: one per search.indexes.IVF_LIST_ROWS rows of the partition) and lists scanned per query.
+    nlist: int = Field(0, ge=0)
+    nprobe: int = Field(16, ge=1)
     partition_size: int = Field(1_000_000, ge=2)
     tuning: IndexTuningConfig | None = None
 

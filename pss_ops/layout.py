@@ -46,6 +46,10 @@ def index_file(run_uri: str, name: str) -> str:
     return storage.join(run_uri, "index", f"{name}.faiss")
 
 
+def index_vectors(run_uri: str, name: str) -> str:
+    return storage.join(run_uri, "index", f"{name}.vectors.npy")
+
+
 def index_ids(run_uri: str, name: str) -> str:
     return storage.join(run_uri, "index", f"{name}.ids.parquet")
 

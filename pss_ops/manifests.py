@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -84,6 +84,8 @@ class EmbeddedPartition(Manifest):
     cache_hits: int
     cache_misses: int
     seconds: float
+    # False when the vectors were computed directly from precomputed columns, without the cache (no hits, no misses).
+    cache_used: bool = True
     # Per exact retriever: its input for these rows (features.retriever_inputs): a lexical retriever's term
     # frequencies, fitted into TF-IDF later, or a vector retriever's unit vectors.
     retriever_inputs: dict[str, str] = {}
@@ -99,60 +101,116 @@ class RowSlice(Manifest):
     retriever_inputs: dict[str, str] = {}
 
 
+class IndexSpec(Manifest):
+    """One faiss index: its family, the family's build parameters, and the search effort query uses.
+
+    - flat: exact inner-product search (no parameters; right for small partitions);
+    - ivf: an inverted file of `nlist` lists (k-means centroids), each query scanning `search_effort` lists
+      (nprobe); the lists' centroids are found through a flat or an HNSW coarse quantiser;
+    - hnsw: an HNSW graph of `hnsw_m` links per node built at `ef_construction`, searched at efSearch
+      `search_effort`.
+    """
+
+    family: Literal["flat", "ivf", "hnsw"]
+    hnsw_m: int = 0
+    ef_construction: int = 0
+    nlist: int = 0
+    coarse_quantizer: Literal["flat", "hnsw"] = "flat"
+    search_effort: int = 0
+
+    def describe(self) -> str:
+        """The spec in faiss's index_factory spirit, for logs and reports: 'Flat', 'IVF244,Flat nprobe=16', ..."""
+        if self.family == "flat":
+            return "Flat"
+        if self.family == "ivf":
+            coarse = "_HNSW32" if self.coarse_quantizer == "hnsw" else ""
+            return f"IVF{self.nlist}{coarse},Flat nprobe={self.search_effort}"
+        return f"HNSW{self.hnsw_m} efConstruction={self.ef_construction} efSearch={self.search_effort}"
+
+
 class IndexPartition(Manifest):
-    """One HNSW index to build: the slices of embedded partitions it covers, and its HNSW parameters."""
+    """One index to build: the slices of embedded partitions it covers, and the index chosen for it."""
 
     number: int
     name: str
     scope: str
     rows: int
     slices: tuple[RowSlice, ...]
-    # The plan's parameters: the config's, or the tuner's choice.
-    hnsw_m: int
-    ef_construction: int
-    ef_search: int
+    # The plan's index: the config's, or the tuner's cheapest choice for this partition's size.
+    index: IndexSpec
+    # With index.tuning: the next cheapest choices, built in turn when calibration on the built index would have to
+    # raise the search effort past its bound (exact search, always last, needs no calibration).
+    alternatives: tuple[IndexSpec, ...] = ()
     # Per lexical retriever: the IDF fitted on this partition's whole scope (every index partition of a scope shares it).
     lexical_idf: dict[str, str] = {}
 
 
 class TuningTrial(Manifest):
-    """One HNSW setting the tuner measured on the sample, and what it predicts at the partition size."""
+    """One index setting the tuner measured on the sample, and its predicted recall and cost at a partition's size."""
 
-    hnsw_m: int
-    ef_construction: int
-    ef_search: int
-    partition_size: int
-    partitions: int
-    recall_small: float
+    index: IndexSpec
+    sample_rows: int
     recall_sample: float
     predicted_recall: float
     build_seconds_per_row: float
     search_seconds_per_query: float
-    estimated_cpu_seconds: float
     meets_target: bool
 
 
+class FamilyCost(Manifest):
+    """The cheapest setting of one index family meeting the target on the sample, and what it cost there.
+
+    search.tuning.predicted_seconds scales these to a partition's size.
+    """
+
+    index: IndexSpec
+    recall_sample: float
+    predicted_recall: float
+    build_seconds_per_row: float
+    search_seconds_per_query: float
+    sample_rows: int
+    # CPU seconds of one exact query-row comparison, measured by exact search of the sample: the price of the dense
+    # products an inverted file's training, assignment and coarse search are made of.
+    exact_seconds_per_pair: float
+    meets_target: bool
+
+
+class ScopeChoice(Manifest):
+    """The index chosen for one scope's partitions: the cheapest predicted family that meets the target."""
+
+    scope: str
+    rows: int
+    partitions: int
+    partition_rows: int
+    index: IndexSpec
+    # Built in turn when calibration finds the choice would need more than its bound: the next cheapest families
+    # predicted to meet the target, exact search last.
+    alternatives: tuple[IndexSpec, ...]
+    predicted_cpu_seconds: float
+    # Every family considered, cheapest first: (description, predicted CPU seconds, meets the target).
+    ranking: tuple[tuple[str, float, bool], ...]
+
+
 class IndexTuning(Manifest):
-    """The index parameters plan_index chose by measuring recall@k on a sample of the largest scope."""
+    """The index plan_index chose per scope, by measuring each family's recall@k and cost on a sample of the largest scope."""
 
     target_recall: float
     memory_budget: str
     memory_budget_bytes: int
     k: int
     candidates_per_query: int
-    hnsw_m: int
-    ef_construction: int
-    ef_search: int
-    partition_size: int
-    partition_peak_bytes: int
-    measured_recall: float
-    predicted_recall: float
-    met_target: bool
     sample_scope: str
     scope_rows: int
     sample_rows: int
     sample_queries: int
+    families: tuple[FamilyCost, ...]
+    scopes: tuple[ScopeChoice, ...]
     trials: tuple[TuningTrial, ...]
+    # The largest scope's choice, and what the tuner measured and predicts for it.
+    chosen: IndexSpec
+    measured_recall: float
+    predicted_recall: float
+    met_target: bool
     seconds: float
 
 
@@ -169,18 +227,19 @@ class IndexPlan(Manifest):
         return tuple(p for p in self.partitions if p.scope == scope)
 
 
-class EfCalibration(Manifest):
-    """efSearch calibrated on the built index: recall@k of its own rows as queries against exact search."""
+class SearchCalibration(Manifest):
+    """The search effort (efSearch or nprobe) calibrated on a built index: its own rows as queries against exact search."""
 
-    # The plan's (the tuner's, from a sample) efSearch, where the ladder started.
-    planned_ef_search: int
+    index: IndexSpec  # as built, at the plan's effort (where the ladder started)
     target_recall: float
     k: int
     search_k: int  # neighbours searched per query, as the query step fetches them (the query itself included)
     queries: int
-    # (efSearch, measured recall@k) for every rung tried, in order; the last is the one kept.
+    # (search effort, measured recall@k) for every rung tried, in order; the last is the one kept.
     ladder: tuple[tuple[int, float], ...]
     met_target: bool
+    # The effort was not raised past this bound: a family whose effort must grow further is replaced by the next.
+    max_effort: int
     seconds: float
 
 
@@ -192,15 +251,17 @@ class BuiltIndex(Manifest):
     scope: str
     index_uri: str
     ids_uri: str
+    # The partition's vectors in index row order (float32 .npy), for the families whose index does not keep them
+    # in row order (ivf): exact fallbacks and pair scores read them.
+    vectors_uri: str | None = None
     rows: int
-    hnsw_m: int
-    ef_construction: int
+    # The index as searched by query: with index.tuning, the effort calibrated on this index.
+    index: IndexSpec
     seconds: float
-    # The efSearch query uses: the plan's, or with index.tuning the one calibrated on this index.
-    ef_search: int
-    # With index.tuning: recall@k measured on this index at ef_search, and how ef_search was found.
+    # With index.tuning: recall@k measured on this index at its search effort, and each family's calibration tried
+    # (more than one when one had to give way to the next).
     measured_recall: float | None = None
-    calibration: EfCalibration | None = None
+    calibrations: tuple[SearchCalibration, ...] = ()
     # Per exact retriever: this partition's rows as it searches them (TF-IDF with the scope's IDF, or unit vectors).
     retriever_rows: dict[str, str] = {}
 

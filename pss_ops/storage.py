@@ -375,6 +375,23 @@ def write_bytes(uri: str, data: bytes | memoryview) -> None:
         out.write(data)
 
 
+def write_npy(uri: str, array: np.ndarray) -> None:
+    """One numpy array as a .npy file, atomically, streamed from the array (a safe format: no pickle)."""
+    import numpy as np
+
+    with _writing(uri) as out:
+        np.lib.format.write_array(out, array, allow_pickle=False)
+
+
+def read_npy(uri: str) -> np.ndarray:
+    """An array written by write_npy; a local file is memory-mapped read-only (pages are read as rows are touched)."""
+    import numpy as np
+
+    if is_s3(uri):
+        return np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False)  # type: ignore[no-any-return]
+    return np.load(uri, mmap_mode="r", allow_pickle=False)  # type: ignore[no-any-return]
+
+
 def write_arrays(uri: str, **arrays: np.ndarray) -> None:
     """Named numpy arrays as one .npz file, atomically (a safe format: read back without pickle)."""
     import numpy as np

@@ -92,12 +92,13 @@ def ag_subset(tmp_path_factory: pytest.TempPathFactory) -> Subset:
 
 @pytest.fixture(scope="session")
 def small_config() -> AppConfig:
-    """near_identical with small partitions, so every scope has several catalog and index partitions."""
+    """near_identical with small partitions, so every scope has several catalog and index partitions (HNSW, untuned:
+    the tuner would hold a scope this small in one exact partition)."""
     config = load_config(EXAMPLE_CONFIG)
     return config.model_copy(
         update={
             "catalog": config.catalog.model_copy(update={"partition_size": 200}),
-            "index": config.index.model_copy(update={"partition_size": 150}),
+            "index": config.index.model_copy(update={"partition_size": 150, "tuning": None}),
             "quality": config.quality.model_copy(update={"recall_sample": 100}),
         }
     )

@@ -50,7 +50,9 @@ def _print_summary(summary: dict[str, Any], outputs: str, report_page: str | Non
         f"catalog rows     {counts['rows_read']} read, {counts['rows_accepted']} accepted, "
         f"{counts['rows_rejected']} rejected, {counts['rows_out_of_scope']} out of scope",
         f"partitions       {counts['catalog_partitions']} catalog, {counts['index_partitions']} index",
-        f"embedding cache  {cache['hits']} hits, {cache['misses']} computed",
+        f"embedding cache  {cache['hits']} hits, {cache['misses']} computed"
+        + (f", {cache['bypassed']} precomputed vectors used directly" if cache.get("bypassed") else ""),
+        f"index            {'; '.join(search.get('index_used', {}).get('indexes', []))}",
         f"search recall@{search['k']}  "
         + ", ".join(f"{name} {value}" for name, value in search.get("recall_by_retriever", {}).items())
         + f" against exact brute force with the same rules, on {search['sample_queries']} queries",

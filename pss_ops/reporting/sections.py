@@ -133,15 +133,14 @@ def recall_section(summary: Mapping[str, Any]) -> Html:
     settings = [
         ["sampled queries", search.get("sample_queries")],
         ["candidates per query and retriever", search.get("candidates_per_query")],
-        ["HNSW M", ", ".join(map(str, used.get("hnsw_m", [])))],
-        ["efSearch", ", ".join(map(str, used.get("ef_search", [])))],
+        ["indexes searched", "; ".join(used.get("indexes", []))],
         ["dense queries answered exactly (selective filter)", search.get("dense_queries_exact")],
-        ["dense queries searched again exactly (HNSW fell short)", search.get("dense_queries_fallback")],
+        ["dense queries searched again exactly (the index fell short)", search.get("dense_queries_fallback")],
         ["queries without an eligible candidate", search.get("queries_without_candidates")],
     ]
     calibrated = search.get("calibration")
     if calibrated:
-        settings.append(["lowest recall@k measured while calibrating efSearch", calibrated["min_measured_recall"]])
+        settings.append(["lowest recall@k measured while calibrating the search effort", calibrated["min_measured_recall"]])
     removed = summary.get("post_filter", {}).get("candidates_removed", {})
     parts: list[str] = [
         paragraph(

@@ -9,6 +9,7 @@ fused score: the retrievers' cosines averaged with their configured weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -20,10 +21,10 @@ from pss_ops import storage
 from pss_ops.config import AppConfig, DenseRetriever, LexicalRetriever, PrecomputedVectorFeature, TextEmbeddingFeature, feature_name
 from pss_ops.features.retriever_inputs import read_input
 from pss_ops.manifests import BuiltIndex
-from pss_ops.search.dense import filtered_search, index_vectors
+from pss_ops.search.dense import filtered_search
 from pss_ops.search.eligibility import Eligibility
 from pss_ops.search.exact import Matrix, exact_search, pair_scores
-from pss_ops.search.hnsw import load_index
+from pss_ops.search.indexes import load_index, read_row_vectors, stored_vectors
 from pss_ops.search.merge import pack_ids, unpack_ids
 
 
@@ -140,6 +141,23 @@ def _keep_best(rows: dict[str, np.ndarray], names: list[str], fetch: int) -> dic
     return {key: value[alive] for key, value in rows.items()}
 
 
+def _row_vectors(index: faiss.Index, built: BuiltIndex) -> Callable[[], np.ndarray]:
+    """The index's vectors in row order, read when first asked for: in the index (flat, hnsw) or beside it (ivf)."""
+    held: list[np.ndarray] = []
+
+    def vectors() -> np.ndarray:
+        if not held:
+            stored = stored_vectors(index)
+            if stored is None:
+                if built.vectors_uri is None:
+                    raise ValueError(f"index partition {built.name} keeps no row vectors: rebuild it with build_index")
+                stored = read_row_vectors(built.vectors_uri)
+            held.append(stored)
+        return held[0]
+
+    return vectors
+
+
 def search_scope(
     config: AppConfig,
     queries: pa.Table,
@@ -158,6 +176,7 @@ def search_scope(
     exact = fallback = 0
     for built in indexes:
         index = load_index(built.index_uri)
+        base = _row_vectors(index, built)
         ids = storage.read_parquet(built.ids_uri)
         id_tables[built.number] = ids
         eligibility = Eligibility(rules, queries, ids)
@@ -166,7 +185,7 @@ def search_scope(
         scores: dict[str, np.ndarray] = {}
         found: dict[str, np.ndarray] = {}
         also: dict[str, np.ndarray] = {}
-        scores[dense.name], found[dense.name], stats = filtered_search(index, vectors, wanted, built.ef_search, built.hnsw_m, eligibility)
+        scores[dense.name], found[dense.name], stats = filtered_search(index, vectors, wanted, built.index, base, eligibility)
         exact, fallback = exact + stats.exact, fallback + stats.fallback
         exact_rows = {}
         for retriever in config.exact_retrievers:
@@ -210,16 +229,16 @@ def search_scope(
             missing = np.flatnonzero(np.isnan(cosines))
             if len(missing):
                 if name == dense.name:
-                    cosines[missing] = _dense_pair_scores(vectors, index_vectors(index), query_rows[missing], rows[missing])
+                    cosines[missing] = _dense_pair_scores(vectors, base(), query_rows[missing], rows[missing])
                 else:
                     cosines[missing] = pair_scores(exact_queries[name], exact_rows[name], query_rows[missing], rows[missing])
             part[score_column(name)] = cosines
             part[found_column(name)] = flags
         for feature, block in blocks.items():
-            part[cosine_column(feature)] = _block_cosines(vectors, index_vectors(index), query_rows, rows, block)
+            part[cosine_column(feature)] = _block_cosines(vectors, base(), query_rows, rows, block)
         # Across index partitions a row survives while some retriever still counts it among its best fetch.
         kept = part if kept is None else _keep_best({key: np.concatenate([kept[key], part[key]]) for key in part}, names, fetch)
-        del index, exact_rows
+        del index, base, exact_rows
     return ScopeSearch(_table(config, queries, kept, id_tables, names, list(blocks)), exact, fallback)
 
 

@@ -1,26 +1,28 @@
-"""The dense retriever's filter-aware search of one HNSW index: the attribute rules applied during the search.
+"""The dense retriever's filter-aware search of one index (search.indexes): the attribute rules applied during the search.
 
 Per group of queries that share their rule values (search.eligibility), the cheapest exact-enough way:
 - few eligible rows (a selective filter, or a small partition): exact search over just those rows, or, when most
   rows are eligible (a small partition where each seller has a few items), one masked exact pass for all such queries;
-- a short exclusion list (the query's own seller holds a few items): one batched HNSW search over-fetched by the
+- a short exclusion list (the query's own seller holds a few items): one batched index search over-fetched by the
   longest such list, the excluded rows dropped;
-- otherwise HNSW with a faiss IDSelector, so the graph search itself skips ineligible rows.
-A query HNSW still returns short of its eligible rows is searched again exactly over them (the fallback), so no
+- otherwise the index with a faiss IDSelector, so the graph or list scan itself skips ineligible rows.
+A query the index still returns short of its eligible rows is searched again exactly over them (the fallback), so no
 query is short of k while k eligible candidates exist. Memory is bounded by the partition and a query chunk.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
 import numpy as np
 
+from pss_ops.manifests import IndexSpec
 from pss_ops.search.eligibility import Eligibility, QueryGroup
 from pss_ops.search.exact import masked_exact
-from pss_ops.search.hnsw import search_hnsw
+from pss_ops.search.indexes import distances_per_query, search
 
 # Scores computed at once in an exact search: queries x eligible rows, 32 MB of float32.
 EXACT_BLOCK = 8 << 20
@@ -37,12 +39,6 @@ class DenseSearchStats:
     exclusion_list: int = 0
     fallback: int = 0
     without_candidates: set[int] = field(default_factory=set)
-
-
-def index_vectors(index: faiss.IndexHNSWFlat) -> np.ndarray:
-    """The index's stored vectors as a (rows, dim) view, no copy."""
-    storage = faiss.downcast_index(index.storage)
-    return faiss.rev_swig_ptr(storage.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)  # type: ignore[attr-defined]
 
 
 def exact_over(queries: np.ndarray, base: np.ndarray, rows: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,29 +73,32 @@ def exact_over(queries: np.ndarray, base: np.ndarray, rows: np.ndarray, fetch: i
 
 
 def _selector(group: QueryGroup) -> tuple[Any, list[object]]:
-    """HNSW search parameters whose selector admits only the group's eligible rows (and the objects to keep alive)."""
+    """An IDSelector admitting only the group's eligible rows (and the objects to keep alive while it is used)."""
     if group.allowed is not None:
         inner = faiss.IDSelectorBatch(group.allowed.astype(np.int64))
-        return faiss.SearchParametersHNSW(sel=inner), [inner]  # type: ignore[attr-defined]
+        return inner, [inner]
     inner = faiss.IDSelectorBatch(np.asarray(group.excluded, dtype=np.int64))
     outer = faiss.IDSelectorNot(inner)
-    return faiss.SearchParametersHNSW(sel=outer), [inner, outer]  # type: ignore[attr-defined]
+    return outer, [inner, outer]
 
 
 def filtered_search(
-    index: faiss.IndexHNSWFlat, queries: np.ndarray, fetch: int, ef_search: int, hnsw_m: int, eligibility: Eligibility | None
+    index: faiss.Index, queries: np.ndarray, fetch: int, spec: IndexSpec, base: Callable[[], np.ndarray], eligibility: Eligibility | None
 ) -> tuple[np.ndarray, np.ndarray, DenseSearchStats]:
-    """Each query's best `fetch` eligible rows of the index: (scores, rows), best first, -1 where fewer exist."""
+    """Each query's best `fetch` eligible rows of the index: (scores, rows), best first, -1 where fewer exist.
+
+    `base` gives the index's vectors in row order (exact searches read them); it is called only when one is needed.
+    """
     stats = DenseSearchStats()
     rows = int(index.ntotal)
     if eligibility is None or not eligibility.has_rules:
-        scores, found = search_hnsw(index, queries, min(fetch, rows), ef_search)
+        scores, found = search(index, queries, min(fetch, rows), spec.search_effort)
         return _pad(scores, found, fetch), _pad(found, found, fetch, fill=-1), stats
-    base = index_vectors(index)
+    vectors = base()
     scores = np.full((len(queries), fetch), -np.inf, dtype=np.float32)
     found = np.full((len(queries), fetch), -1, dtype=np.int64)
-    # What one HNSW query costs in distance computations, unfiltered; exact search of n rows costs n.
-    hnsw_cost = max(ef_search, fetch) * 2 * hnsw_m  # the base layer links 2M neighbours
+    # What one index query costs in distance computations, unfiltered; exact search of n rows costs n.
+    index_cost = distances_per_query(spec, rows, fetch)
     listed: list[QueryGroup] = []
     masked: list[np.ndarray] = []
     groups = list(eligibility.groups())
@@ -108,24 +107,23 @@ def filtered_search(
         if count == 0:
             stats.without_candidates.update(group.positions.tolist())
             continue
-        # A filter admitting a share f of the rows makes HNSW explore about 1/f times more: exact is cheaper
-        # once the eligible rows number fewer than that.
-        if count * count / rows <= hnsw_cost:
+        # A filter admitting a share f of the rows makes a graph explore about 1/f times more, and leaves an inverted
+        # file's probed lists a share f of their rows: exact is cheaper once the eligible rows number fewer than that.
+        if count * count / rows <= index_cost:
             stats.exact += len(group.positions)
             if count > rows // 2:
                 # Most rows eligible (a seller with a few items): one masked pass for all such queries, below.
                 masked.append(group.positions)
                 continue
-            s, f = exact_over(queries[group.positions], base, group.eligible_rows(rows), fetch)
+            s, f = exact_over(queries[group.positions], vectors, group.eligible_rows(rows), fetch)
         elif group.excluded is not None and len(group.excluded) <= fetch:
             listed.append(group)
             stats.exclusion_list += len(group.positions)
             continue
         else:
             stats.selector += len(group.positions)
-            params, keep_alive = _selector(group)
-            params.efSearch = max(ef_search, fetch)
-            s, f = index.search(queries[group.positions], min(fetch, count), params=params)
+            selector, keep_alive = _selector(group)
+            s, f = search(index, queries[group.positions], min(fetch, count), spec.search_effort, selector)
             del keep_alive
             s, f = _pad(s, f, fetch), _pad(f, f, fetch, fill=-1)
         scores[group.positions], found[group.positions] = s, f
@@ -133,7 +131,7 @@ def filtered_search(
         positions = np.concatenate([g.positions for g in listed])
         extra = max(len(g.excluded) for g in listed if g.excluded is not None)
         wide = min(rows, fetch + extra)
-        s, f = search_hnsw(index, queries[positions], wide, ef_search)
+        s, f = search(index, queries[positions], wide, spec.search_effort)
         ok = eligibility.mask(positions, f)
         order = np.argsort(~ok, axis=1, kind="stable")[:, :fetch]
         s = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(s, order, axis=1), -np.inf)
@@ -142,17 +140,17 @@ def filtered_search(
     if masked:
         positions = np.concatenate(masked)
         s, f = masked_exact(
-            queries[positions], base, fetch, lambda start, stop: eligibility.mask(positions[start:stop]), positive_only=False
+            queries[positions], vectors, fetch, lambda start, stop: eligibility.mask(positions[start:stop]), positive_only=False
         )
         scores[positions], found[positions] = s, f
-    # The fallback: HNSW (behind a selector, or over-fetched) can come back short of the eligible rows.
+    # The fallback: the index (behind a selector, or over-fetched) can come back short of the eligible rows.
     for group in groups:
         count = group.eligible_count(rows)
         if count == 0:
             continue
         short = group.positions[(found[group.positions] >= 0).sum(axis=1) < min(fetch, count)]
         if len(short):
-            scores[short], found[short] = exact_over(queries[short], base, group.eligible_rows(rows), fetch)
+            scores[short], found[short] = exact_over(queries[short], vectors, group.eligible_rows(rows), fetch)
             stats.fallback += len(short)
     return scores, found, stats
 

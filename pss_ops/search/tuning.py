@@ -1,12 +1,15 @@
-"""Index tuning to a recall target under a memory budget, by measuring HNSW on a sample (like autofaiss).
+"""Index tuning to a recall target under a memory budget, by measuring each index family on a sample (like autofaiss).
 
-The budget bounds the rows of one index partition; larger partitions are preferred, since every query
-searches every partition of its scope and the merge grows with their number. For each HNSW setting
-(M, efConstruction) two nested samples are indexed, recall@k against exact inner-product search is
-measured on the same queries for a ladder of efSearch values, and the recall at the real partition
-size is extrapolated from the two (HNSW misses grow with the log of the index size). The cheapest
-setting whose predicted recall meets the target wins; its cost is the measured CPU time of building
-and searching, scaled to the scope.
+The job is a batch self-join: every item queries its scope's index once. Which family is cheapest depends on the
+scope's size: exact search for small scopes, an inverted file (search.indexes) for large ones, a graph where it
+measures cheaper. On a sample of the largest scope the tuner measures, per family, the cheapest setting meeting the
+recall target (recall@k against exact search, the sample's rows as queries) and its CPU cost per row built and per
+query searched. From those it predicts each scope's cost, partitions included, and picks the cheapest family that
+meets the target within the memory budget. The ranking is kept: when calibration on a built index would have to
+raise the search effort past its bound, build_index builds the next family instead (search.calibration).
+
+Sampling costs time too, so the expensive measurement (graph builds) is skipped when a lower bound on the graph's
+cost (its build alone, measured on a small sample) already exceeds the best family measured.
 """
 
 from __future__ import annotations
@@ -14,15 +17,23 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 
 import faiss
 import numpy as np
 
 from pss_ops.config import IndexTuningConfig, parse_memory
 from pss_ops.features.embedded import read_vectors
-from pss_ops.manifests import EfCalibration, EmbeddedPartition, IndexTuning, TuningTrial
+from pss_ops.manifests import EmbeddedPartition, FamilyCost, IndexSpec, IndexTuning, TuningTrial
 from pss_ops.quality.recall import recall_with_ties
-from pss_ops.search.hnsw import build_hnsw, search_hnsw
+from pss_ops.search.index_cost import (
+    MIN_PARTITION_ROWS,
+    choose_for_scope,
+    max_partition_rows,
+    partition_peak_bytes,
+    predicted_seconds,
+)
+from pss_ops.search.indexes import IVF_MIN_ROWS, build_index, coarse_quantizer_for, ivf_lists, search
 
 log = logging.getLogger(__name__)
 
@@ -30,39 +41,10 @@ log = logging.getLogger(__name__)
 # the graph to link clusters at all (recall then stalls near 0.99 whatever efSearch is).
 BUILD_CHOICES: tuple[tuple[int, int], ...] = ((16, 100), (32, 100), (32, 200))
 EF_SEARCH_CHOICES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+NPROBE_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 SMALL_SAMPLE_DIVISOR = 4  # the second, nested sample: the pair measures how recall falls with size
-LINK_OVERHEAD = 1.1  # faiss HNSW: upper-level links and per-node bookkeeping over the 2*M level-0 links
-PROCESS_BYTES = 512 << 20  # Python, faiss, pyarrow and pandas loaded in a step process
-MIN_PARTITION_ROWS = 1_000
-MAX_EF_SEARCH = 4096  # calibration's ceiling: past it, HNSW search nears brute force in cost
-
-
-def hnsw_bytes(rows: int, dim: int, m: int) -> int:
-    """Memory of an IndexHNSWFlat: float32 vectors plus 2*M int32 links per vector at level 0, ~10% more above."""
-    return int(rows * (4 * dim + m * 2 * 4 * LINK_OVERHEAD))
-
-
-def partition_peak_bytes(rows: int, dim: int, m: int) -> int:
-    """Peak memory of building one partition: the heaviest step per partition."""
-    # build_index holds the index, its serialised copy and the bytes written (three index-sized buffers),
-    # and the input vectors twice (the Arrow column and the stacked float32 matrix).
-    return 3 * hnsw_bytes(rows, dim, m) + 2 * rows * dim * 4 + PROCESS_BYTES
-
-
-def max_partition_rows(budget_bytes: int, dim: int, m: int) -> int:
-    """The most rows one index partition may hold within the budget (0 if not even one fits)."""
-    per_row = 3 * (4 * dim + m * 2 * 4 * LINK_OVERHEAD) + 2 * dim * 4
-    rows = max(0, int((budget_bytes - PROCESS_BYTES) / per_row))
-    # partition_peak_bytes rounds down per partition, not per row: step back where the float guess overshoots.
-    while rows and partition_peak_bytes(rows, dim, m) > budget_bytes:
-        rows -= 1
-    return rows
-
-
-def partitioning(scope_rows: int, max_rows: int) -> tuple[int, int]:
-    """(partitions, rows of the largest) when plan_index balances scope_rows into pieces of at most max_rows."""
-    count = max(1, math.ceil(scope_rows / max_rows))
-    return count, math.ceil(scope_rows / count)
+# Rows of the small sample whose graph build bounds the graph family's cost from below.
+GRAPH_PROBE_ROWS = 10_000
 
 
 def sample_scope(embedded: list[EmbeddedPartition], rows: int, seed: int) -> tuple[str, int, np.ndarray]:
@@ -95,27 +77,6 @@ def recall_at_k(found: np.ndarray, found_ids: np.ndarray, exact: np.ndarray, exa
     return recall_with_ties((others(found[r], found_ids[r], r) for r in rows), (others(exact[r], exact_ids[r], r) for r in rows))
 
 
-class _Sampled:
-    """One trial HNSW index on a sample, with exact answers for its first `queries` rows."""
-
-    def __init__(self, vectors: np.ndarray, queries: int, m: int, ef_construction: int, search_k: int, k: int) -> None:
-        self.vectors, self.queries, self.search_k, self.k = vectors, queries, search_k, k
-        flat = faiss.IndexFlatIP(vectors.shape[1])
-        flat.add(vectors)
-        self.exact, self.exact_ids = flat.search(vectors[:queries], k + 1)
-        # CPU seconds over all threads: wall time would measure whatever else shares the machine.
-        started = time.process_time()
-        self.index = build_hnsw(vectors, m=m, ef_construction=ef_construction)
-        self.build_seconds_per_row = (time.process_time() - started) / len(vectors)
-
-    def measure(self, ef: int) -> tuple[float, float]:
-        """(recall@k, seconds per query) at this efSearch, searched as the query step searches."""
-        started = time.process_time()
-        found, found_ids = search_hnsw(self.index, self.vectors[: self.queries], self.search_k, ef)
-        seconds = (time.process_time() - started) / self.queries
-        return recall_at_k(found, found_ids, self.exact, self.exact_ids, self.k), seconds
-
-
 def _predict(recall_small: float, rows_small: int, recall_large: float, rows_large: int, rows: int) -> float:
     """Recall at `rows`, with misses linear in log(size) through the two measurements (never falling with size)."""
     if rows_large <= rows_small:
@@ -124,167 +85,236 @@ def _predict(recall_small: float, rows_small: int, recall_large: float, rows_lar
     return float(min(1.0, max(0.0, recall_large - slope * math.log(max(rows, 1) / rows_large))))
 
 
+class _Truth:
+    """The sample with exact answers for its first `queries` rows, and what exact search of it cost."""
+
+    def __init__(self, vectors: np.ndarray, queries: int, k: int) -> None:
+        self.vectors, self.queries, self.k = vectors, queries, k
+        started = time.process_time()
+        self.scores, self.ids = faiss.knn(vectors[:queries], vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        # CPU seconds over all threads: wall time would measure whatever else shares the machine.
+        self.seconds_per_query = (time.process_time() - started) / queries
+        self.seconds_per_pair = self.seconds_per_query / len(vectors)
+
+    def recall(self, index: faiss.Index, effort: int, search_k: int) -> tuple[float, float]:
+        """(recall@k, CPU seconds per query) of the index at this effort, searched as the query step searches."""
+        started = time.process_time()
+        found, found_ids = search(index, self.vectors[: self.queries], search_k, effort)
+        seconds = (time.process_time() - started) / self.queries
+        return recall_at_k(found, found_ids, self.scores, self.ids, self.k), seconds
+
+
+def _timed_build(vectors: np.ndarray, spec: IndexSpec, seed: int) -> tuple[faiss.Index, float]:
+    started = time.process_time()
+    index = build_index(vectors, spec, seed=seed)
+    return index, (time.process_time() - started) / len(vectors)
+
+
+def _measure_exact(truth: _Truth) -> FamilyCost:
+    return FamilyCost(
+        index=IndexSpec(family="flat"),
+        recall_sample=1.0,
+        predicted_recall=1.0,
+        build_seconds_per_row=0.0,
+        search_seconds_per_query=truth.seconds_per_query,
+        sample_rows=len(truth.vectors),
+        exact_seconds_per_pair=truth.seconds_per_pair,
+        meets_target=True,
+    )
+
+
+def _measure_ivf(truth: _Truth, search_k: int, target: float, scope_rows: int, seed: int, trials: list[TuningTrial]) -> FamilyCost | None:
+    """The smallest nprobe predicted to meet the target at the scope's size, on ivf indexes of the sample.
+
+    Lists keep their length as the partition grows, so a query scans as many rows at the same nprobe; recall at a
+    fixed nprobe still falls with size on real data (a sample is sparser than the catalog). As for graphs, two nested
+    samples are measured and recall at the scope's size extrapolated from the pair; calibration on the built
+    index checks the prediction.
+    """
+    rows = len(truth.vectors)
+    if rows < IVF_MIN_ROWS:
+        return None
+    rows_small = max(rows // SMALL_SAMPLE_DIVISOR, IVF_MIN_ROWS)
+    small_truth = _Truth(truth.vectors[:rows_small], min(truth.queries, rows_small), truth.k) if rows_small < rows else truth
+
+    small_index, _, _ = _built_ivf(small_truth, seed)
+    index, spec, build_per_row = _built_ivf(truth, seed)
+    best: FamilyCost | None = None
+    for nprobe in [n for n in NPROBE_CHOICES if n <= spec.nlist]:
+        recall_small = small_truth.recall(small_index, nprobe, search_k)[0]
+        recall, per_query = truth.recall(index, nprobe, search_k)
+        predicted = _predict(recall_small, rows_small, recall, rows, scope_rows)
+        tried = spec.model_copy(update={"search_effort": nprobe})
+        trials.append(
+            TuningTrial(
+                index=tried,
+                sample_rows=rows,
+                recall_sample=round(recall, 5),
+                predicted_recall=round(predicted, 5),
+                build_seconds_per_row=build_per_row,
+                search_seconds_per_query=per_query,
+                meets_target=predicted >= target,
+            )
+        )
+        best = FamilyCost(
+            index=tried,
+            recall_sample=round(recall, 5),
+            predicted_recall=round(predicted, 5),
+            build_seconds_per_row=build_per_row,
+            search_seconds_per_query=per_query,
+            sample_rows=rows,
+            exact_seconds_per_pair=truth.seconds_per_pair,
+            meets_target=predicted >= target,
+        )
+        if best.meets_target:
+            break
+    return best
+
+
+def _built_ivf(sample: _Truth, seed: int) -> tuple[faiss.Index, IndexSpec, float]:
+    """An ivf index of the sample with lists of IVF_LIST_ROWS rows, and its build's CPU seconds per row."""
+    lists = ivf_lists(len(sample.vectors))
+    spec = IndexSpec(family="ivf", nlist=lists, coarse_quantizer=coarse_quantizer_for(lists))
+    index, per_row = _timed_build(sample.vectors, spec, seed)
+    return index, spec, per_row
+
+
+def _measure_hnsw(
+    truth: _Truth, search_k: int, target: float, scope_rows: int, bound: float, trials: list[TuningTrial]
+) -> FamilyCost | None:
+    """The cheapest (M, efConstruction, efSearch) predicted to meet the target at the scope's size, if it can win.
+
+    A graph of the sample's first GRAPH_PROBE_ROWS rows at the cheapest setting is built first: its build cost per
+    row, scaled to the scope, bounds the family's cost from below. When that alone exceeds `bound` (the best family
+    measured so far), the grid is not measured: that would cost more sampling time than the choice could save.
+    """
+    rows = len(truth.vectors)
+    m, ef_construction = BUILD_CHOICES[0]
+    probe_rows = min(rows, GRAPH_PROBE_ROWS)
+    _, probe_per_row = _timed_build(truth.vectors[:probe_rows], IndexSpec(family="hnsw", hnsw_m=m, ef_construction=ef_construction), 0)
+    lower_bound = probe_per_row * scope_rows * math.log(max(scope_rows, 2)) / math.log(max(probe_rows, 2))
+    if lower_bound > bound:
+        log.info(
+            "index tuning: HNSW not measured: its build alone (%.0f CPU s predicted) exceeds the best family (%.0f)", lower_bound, bound
+        )
+        return None
+    rows_small = max(rows // SMALL_SAMPLE_DIVISOR, min(rows, 2 * truth.k + 2))
+    small_truth = _Truth(truth.vectors[:rows_small], min(truth.queries, rows_small), truth.k)
+    efs = sorted({max(ef, search_k) for ef in EF_SEARCH_CHOICES})
+    best: FamilyCost | None = None
+    for m, ef_construction in BUILD_CHOICES:
+        spec = IndexSpec(family="hnsw", hnsw_m=m, ef_construction=ef_construction)
+        small, _ = _timed_build(small_truth.vectors, spec, 0)
+        large, build_per_row = _timed_build(truth.vectors, spec, 0) if rows > rows_small else (small, 0.0)
+        for ef in efs:
+            recall_small = small_truth.recall(small, ef, search_k)[0]
+            recall_large, per_query = truth.recall(large, ef, search_k)
+            predicted = _predict(recall_small, rows_small, recall_large, rows, scope_rows)
+            tried = spec.model_copy(update={"search_effort": ef})
+            trials.append(
+                TuningTrial(
+                    index=tried,
+                    sample_rows=rows,
+                    recall_sample=round(recall_large, 5),
+                    predicted_recall=round(predicted, 5),
+                    build_seconds_per_row=build_per_row,
+                    search_seconds_per_query=per_query,
+                    meets_target=predicted >= target,
+                )
+            )
+            cost = FamilyCost(
+                index=tried,
+                recall_sample=round(recall_large, 5),
+                predicted_recall=round(predicted, 5),
+                build_seconds_per_row=build_per_row,
+                search_seconds_per_query=per_query,
+                sample_rows=rows,
+                exact_seconds_per_pair=truth.seconds_per_pair,
+                meets_target=predicted >= target,
+            )
+            if best is None or (cost.meets_target, -predicted_seconds(cost, scope_rows, scope_rows)) > (
+                best.meets_target,
+                -predicted_seconds(best, scope_rows, scope_rows),
+            ):
+                best = cost
+            if cost.meets_target:
+                break  # a larger efSearch only costs more for this (M, efConstruction)
+    return best
+
+
 def tune_index(
     sample: np.ndarray,
     *,
     scope: str,
     scope_rows: int,
+    scope_sizes: Mapping[str, int] | None = None,
     k: int,
     candidates_per_query: int,
     tuning: IndexTuningConfig,
+    partition_cap: int | None = None,
 ) -> IndexTuning:
-    """Measure every BUILD_CHOICES × EF_SEARCH_CHOICES setting on the sample and choose the cheapest meeting the target."""
+    """Measure every family on the sample of the largest scope and choose, per scope, the cheapest meeting the target."""
     started = time.perf_counter()
     budget = parse_memory(tuning.memory_budget)
     dim = sample.shape[1]
-    fits = {m: max_partition_rows(budget, dim, m) for m, _ in BUILD_CHOICES}
-    smallest = min(m for m, _ in BUILD_CHOICES)
-    if fits[smallest] < min(MIN_PARTITION_ROWS, scope_rows):
-        need = partition_peak_bytes(min(MIN_PARTITION_ROWS, scope_rows), dim, smallest)
+    sizes = dict(scope_sizes) if scope_sizes else {scope: scope_rows}
+    cap = partition_cap or max(sizes.values())
+    smallest = min(MIN_PARTITION_ROWS, scope_rows)
+    if max_partition_rows(budget, dim, IndexSpec(family="flat")) < smallest:
+        need = partition_peak_bytes(smallest, dim, IndexSpec(family="flat"))
         raise ValueError(
             f"memory budget {tuning.memory_budget!r} ({budget} bytes) is too small: an index partition of "
-            f"{min(MIN_PARTITION_ROWS, scope_rows)} rows of width {dim} with HNSW M={smallest} needs about {need} bytes"
+            f"{smallest} rows of width {dim} needs about {need} bytes"
         )
     # The query step searches k*multiplier candidates plus the query itself.
     search_k = candidates_per_query + 1
-    efs = sorted({max(ef, search_k) for ef in EF_SEARCH_CHOICES})
-    rows_large = len(sample)
-    rows_small = max(rows_large // SMALL_SAMPLE_DIVISOR, min(rows_large, 2 * k + 2))
-    queries = min(tuning.sample_queries, rows_small)
-
+    queries = min(tuning.sample_queries, len(sample))
+    truth = _Truth(sample, queries, k)
     trials: list[TuningTrial] = []
-    for m, ef_construction in BUILD_CHOICES:
-        if fits[m] < min(MIN_PARTITION_ROWS, scope_rows):
-            continue
-        count, part_rows = partitioning(scope_rows, fits[m])
-        small = _Sampled(sample[:rows_small], queries, m, ef_construction, search_k, k)
-        large = _Sampled(sample, queries, m, ef_construction, search_k, k) if rows_large > rows_small else small
-        # HNSW insertion and search both cost about log(size) per vector.
-        growth = math.log(max(part_rows, 2)) / math.log(max(rows_large, 2))
-        for ef in efs:
-            recall_small = small.measure(ef)[0]
-            recall_large, per_query = large.measure(ef)
-            predicted = _predict(recall_small, rows_small, recall_large, rows_large, part_rows)
-            seconds = (large.build_seconds_per_row + per_query * count) * scope_rows * growth
-            trials.append(
-                TuningTrial(
-                    hnsw_m=m,
-                    ef_construction=ef_construction,
-                    ef_search=ef,
-                    partition_size=fits[m] if fits[m] < scope_rows else scope_rows,
-                    partitions=count,
-                    recall_small=round(recall_small, 5),
-                    recall_sample=round(recall_large, 5),
-                    predicted_recall=round(predicted, 5),
-                    build_seconds_per_row=large.build_seconds_per_row,
-                    search_seconds_per_query=per_query,
-                    estimated_cpu_seconds=round(seconds, 3),
-                    meets_target=predicted >= tuning.target_recall,
-                )
-            )
-            if trials[-1].meets_target:
-                break  # a larger efSearch only costs more for this (M, efConstruction)
-    meeting = [t for t in trials if t.meets_target]
-    if meeting:
-        best = min(meeting, key=lambda t: (t.estimated_cpu_seconds, t.partitions))
-    else:
-        best = max(trials, key=lambda t: (t.predicted_recall, -t.estimated_cpu_seconds))
-        log.warning(
-            "index tuning: no setting is predicted to reach recall %.4f; the best predicts %.4f",
-            tuning.target_recall,
-            best.predicted_recall,
-        )
+    families = [_measure_exact(truth)]
+    ivf = _measure_ivf(truth, search_k, tuning.target_recall, scope_rows, tuning.seed, trials)
+    if ivf is not None:
+        families.append(ivf)
+    best_so_far = min(predicted_seconds(f, scope_rows, scope_rows) for f in families if f.meets_target)
+    graph = _measure_hnsw(truth, search_k, tuning.target_recall, scope_rows, best_so_far, trials)
+    if graph is not None:
+        families.append(graph)
+    scopes = tuple(choose_for_scope(families, name, rows, dim=dim, budget=budget, cap=cap) for name, rows in sorted(sizes.items()))
+    largest = next(c for c in scopes if c.scope == scope)
+    chosen_cost = next(f for f in families if f.index.family == largest.index.family)
     result = IndexTuning(
         target_recall=tuning.target_recall,
         memory_budget=tuning.memory_budget,
         memory_budget_bytes=budget,
         k=k,
         candidates_per_query=candidates_per_query,
-        hnsw_m=best.hnsw_m,
-        ef_construction=best.ef_construction,
-        ef_search=best.ef_search,
-        partition_size=best.partition_size,
-        partition_peak_bytes=partition_peak_bytes(partitioning(scope_rows, best.partition_size)[1], dim, best.hnsw_m),
-        measured_recall=best.recall_sample,
-        predicted_recall=best.predicted_recall,
-        met_target=best.meets_target,
         sample_scope=scope,
         scope_rows=scope_rows,
-        sample_rows=rows_large,
+        sample_rows=len(sample),
         sample_queries=queries,
+        families=tuple(families),
+        scopes=scopes,
         trials=tuple(trials),
+        chosen=largest.index,
+        measured_recall=chosen_cost.recall_sample,
+        predicted_recall=chosen_cost.predicted_recall,
+        met_target=chosen_cost.meets_target,
         seconds=round(time.perf_counter() - started, 3),
     )
-    log.info(
-        "index tuning: M=%d efConstruction=%d efSearch=%d, %d rows per partition; "
-        "recall@%d %.4f on %d sampled rows, %.4f predicted (target %.4f)",
-        result.hnsw_m,
-        result.ef_construction,
-        result.ef_search,
-        result.partition_size,
-        k,
-        result.measured_recall,
-        result.sample_rows,
-        result.predicted_recall,
-        result.target_recall,
-    )
+    for choice in scopes:
+        log.info(
+            "index tuning: scope %s (%d rows): %s in %d partition(s), %.1f CPU s predicted; ranking %s",
+            choice.scope,
+            choice.rows,
+            choice.index.describe(),
+            choice.partitions,
+            choice.predicted_cpu_seconds,
+            "; ".join(f"{name} {seconds:.1f}s{'' if meets else ' (misses target)'}" for name, seconds, meets in choice.ranking),
+        )
+    if not result.met_target:
+        log.warning(
+            "index tuning: no setting is predicted to reach recall %.4f; the best predicts %.4f",
+            tuning.target_recall,
+            result.predicted_recall,
+        )
     return result
-
-
-def calibrate_ef_search(
-    index: faiss.IndexHNSWFlat,
-    vectors: np.ndarray,
-    *,
-    start_ef: int,
-    k: int,
-    search_k: int,
-    target_recall: float,
-    queries: int,
-    seed: int,
-    max_ef: int = MAX_EF_SEARCH,
-) -> EfCalibration:
-    """The efSearch that meets the target on this built index, measured on a sample of its own rows (as autofaiss).
-
-    The tuner predicts recall at the partition's size from samples, but HNSW recall at a fixed efSearch
-    keeps falling as the index grows, so the prediction can fall short on the real index. Here the
-    partition's own rows are the queries: exact top-`search_k` by inner product over `vectors` (the
-    index's rows, in its order; searched in place, not copied), then the HNSW index at efSearch =
-    start_ef, doubled until recall@k (self excluded, ties counted) meets the target or max_ef is
-    reached. The index's efSearch is left at the value returned.
-    """
-    started = time.perf_counter()
-    rows = len(vectors)
-    picks = np.sort(np.random.default_rng(seed).choice(rows, size=min(queries, rows), replace=False))
-    sample = vectors[picks]  # queries x dim: the only copy made
-    width = min(search_k, rows)
-    # faiss.knn runs IndexFlatIP's exhaustive kernel on the array as it is (no index holding a second copy).
-    exact, exact_ids = faiss.knn(sample, vectors, width, metric=faiss.METRIC_INNER_PRODUCT)
-
-    def as_sample_ids(ids: np.ndarray) -> np.ndarray:
-        # recall_at_k takes query i to be row i: self becomes i, other rows move past 0..queries-1, -1 stays.
-        others = np.where(ids < 0, -1, rows + ids)
-        return np.where(ids == picks[:, None], np.arange(len(picks))[:, None], others)
-
-    exact_local = as_sample_ids(exact_ids)
-    ladder: list[tuple[int, float]] = []
-    ef, measured = max(start_ef, 1), 0.0
-    while True:
-        found, found_ids = search_hnsw(index, sample, width, ef)
-        measured = recall_at_k(found, as_sample_ids(found_ids), exact, exact_local, k)
-        ladder.append((ef, round(measured, 5)))
-        if measured >= target_recall or ef >= max_ef:
-            break
-        ef = min(ef * 2, max_ef)
-    met = measured >= target_recall
-    if not met:
-        log.warning("efSearch calibration: recall@%d %.4f at efSearch %d, short of %.4f", k, measured, ef, target_recall)
-    return EfCalibration(
-        planned_ef_search=start_ef,
-        target_recall=target_recall,
-        k=k,
-        search_k=width,
-        queries=len(picks),
-        ladder=tuple(ladder),
-        met_target=met,
-        seconds=round(time.perf_counter() - started, 3),
-    )

@@ -6,10 +6,11 @@ import logging
 import math
 
 from pss_ops import layout, storage
-from pss_ops.config import IndexTuningConfig
+from pss_ops.config import IndexConfig, IndexTuningConfig
 from pss_ops.features.lexical import sum_document_frequencies, write_vocabulary
-from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexTuning, RowSlice, RunContext
+from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexSpec, IndexTuning, RowSlice, RunContext
 from pss_ops.search.filters import candidates_per_query
+from pss_ops.search.indexes import coarse_quantizer_for, ivf_lists
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,19 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
 
 
 def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTuningConfig) -> IndexTuning:
-    """Measure HNSW settings on a sample of the largest scope and return the choice."""
+    """Measure the index families on a sample of the largest scope and return the choice for every scope."""
     # Imported here: faiss is loaded only by runs that tune.
     from pss_ops.search.tuning import sample_scope, tune_index
 
     scope, scope_rows, sample = sample_scope(embedded, tuning.sample_rows, tuning.seed)
+    sizes: dict[str, int] = {}
+    for part in embedded:
+        sizes[part.scope] = sizes.get(part.scope, 0) + part.rows
     return tune_index(
         sample,
         scope=scope,
         scope_rows=scope_rows,
+        scope_sizes=sizes,
         k=ctx.config.k,
         candidates_per_query=candidates_per_query(ctx.config),
         tuning=tuning,
@@ -71,6 +76,16 @@ def _fit_lexical_idf(ctx: RunContext, embedded: list[EmbeddedPartition], partiti
     return [p.model_copy(update={"lexical_idf": idf_uris[p.scope]}) for p in partitions]
 
 
+def configured_index(params: IndexConfig, rows: int) -> IndexSpec:
+    """The index an untuned config asks for, for a partition of `rows` (an ivf's lists follow its size unless set)."""
+    if params.family == "flat":
+        return IndexSpec(family="flat")
+    if params.family == "hnsw":
+        return IndexSpec(family="hnsw", hnsw_m=params.hnsw_m, ef_construction=params.ef_construction, search_effort=params.ef_search)
+    nlist = min(params.nlist or ivf_lists(rows), rows)
+    return IndexSpec(family="ivf", nlist=nlist, coarse_quantizer=coarse_quantizer_for(nlist), search_effort=params.nprobe)
+
+
 def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
     """Read every embed manifest (all must exist) and plan the index partitions per scope (tuned if configured)."""
     with timed("plan_index") as timer:
@@ -83,26 +98,23 @@ def plan_index(ctx: RunContext, catalog_plan: CatalogPlan) -> IndexPlan:
             raise ValueError(f"embedded partitions disagree on the vector width: {dims}")
         params = ctx.config.index
         tuning = _tune(ctx, embedded, params.tuning) if params.tuning is not None and embedded else None
-        hnsw_m, ef_construction, ef_search, partition_size = (
-            (tuning.hnsw_m, tuning.ef_construction, tuning.ef_search, tuning.partition_size)
-            if tuning is not None
-            else (params.hnsw_m, params.ef_construction, params.ef_search, params.partition_size)
-        )
+        choices = {c.scope: c for c in tuning.scopes} if tuning is not None else {}
         partitions: list[IndexPartition] = []
         for scope in sorted({e.scope for e in embedded}):
             members = [e for e in embedded if e.scope == scope]
-            for slices in _balanced_slices(members, partition_size):
+            choice = choices.get(scope)
+            for slices in _balanced_slices(members, choice.partition_rows if choice is not None else params.partition_size):
                 number = len(partitions)
+                rows = sum(s.stop - s.start for s in slices)
                 partitions.append(
                     IndexPartition(
                         number=number,
                         name=f"index-{number:05d}",
                         scope=scope,
-                        rows=sum(s.stop - s.start for s in slices),
+                        rows=rows,
                         slices=tuple(slices),
-                        hnsw_m=hnsw_m,
-                        ef_construction=ef_construction,
-                        ef_search=ef_search,
+                        index=choice.index if choice is not None else configured_index(params, rows),
+                        alternatives=choice.alternatives if choice is not None else (),
                     )
                 )
         partitions = _fit_lexical_idf(ctx, embedded, partitions)

@@ -24,15 +24,38 @@ log = logging.getLogger(__name__)
 
 
 def _tuning_summary(index_plan: IndexPlan) -> dict[str, Any] | None:
-    """The tuner's choice and its measured recall; the trial grid stays in the index plan manifest."""
+    """The tuner's choice per scope and its measured recall; the trial grid stays in the index plan manifest."""
     if index_plan.tuning is None:
         return None
-    return {**index_plan.tuning.model_dump(mode="json", exclude={"trials"}), "trials": len(index_plan.tuning.trials)}
+    tuning = index_plan.tuning
+    return {
+        **tuning.model_dump(mode="json", exclude={"trials", "families", "scopes"}),
+        "chosen": tuning.chosen.describe(),
+        "families": [
+            {"index": f.index.describe(), "recall_sample": f.recall_sample, "meets_target": f.meets_target} for f in tuning.families
+        ],
+        "scopes": [
+            {
+                "scope": c.scope,
+                "rows": c.rows,
+                "partitions": c.partitions,
+                "index": c.index.describe(),
+                "predicted_cpu_seconds": c.predicted_cpu_seconds,
+            }
+            for c in tuning.scopes
+        ],
+        "trials": len(tuning.trials),
+    }
+
+
+def _met_target(built: BuiltIndex) -> bool:
+    """Whether the index as searched meets the target: calibrated to it, or exact search after a family gave way."""
+    return built.index.family == "flat" or built.calibrations[-1].met_target
 
 
 def _calibration_summary(built: list[BuiltIndex]) -> dict[str, Any] | None:
-    """efSearch calibrated per built index and its measured recall@k; the lowest recall is the run's."""
-    calibrated = [b for b in built if b.calibration is not None and b.measured_recall is not None]
+    """The search effort calibrated per built index and its measured recall@k; the lowest recall is the run's."""
+    calibrated = [b for b in built if b.calibrations and b.measured_recall is not None]
     if not calibrated:
         return None
     return {
@@ -40,17 +63,17 @@ def _calibration_summary(built: list[BuiltIndex]) -> dict[str, Any] | None:
             {
                 "name": b.name,
                 "rows": b.rows,
-                "planned_ef_search": b.calibration.planned_ef_search,
-                "ef_search": b.ef_search,
+                "planned": b.calibrations[0].index.describe(),
+                "index": b.index.describe(),
+                "families_built": len(b.calibrations) + (b.index.family == "flat"),
                 "measured_recall": b.measured_recall,
-                "queries": b.calibration.queries,
-                "met_target": b.calibration.met_target,
+                "queries": b.calibrations[-1].queries,
+                "met_target": _met_target(b),
             }
             for b in calibrated
-            if b.calibration is not None
         ],
         "min_measured_recall": min(b.measured_recall for b in calibrated if b.measured_recall is not None),
-        "met_target": all(b.calibration.met_target for b in calibrated if b.calibration is not None),
+        "met_target": all(_met_target(b) for b in calibrated),
     }
 
 
@@ -133,19 +156,20 @@ def report(ctx: RunContext, *, wall_seconds: dict[str, float] | None = None, pub
             "full_refresh": ctx.full_refresh,
             "hits": sum(e.cache_hits for e in embedded),
             "misses": sum(e.cache_misses for e in embedded),
+            # Rows whose precomputed vectors were normalised directly, without the cache.
+            "bypassed": sum(e.rows for e in embedded if not e.cache_used),
         },
         "search": {
             **quality,
             "index": ctx.config.index.model_dump(),
             # What the indexes were built and searched with: the tuner's choice when index.tuning is set.
             "index_used": {
-                "hnsw_m": sorted({b.hnsw_m for b in built}),
-                "ef_construction": sorted({b.ef_construction for b in built}),
-                "ef_search": sorted({b.ef_search for b in built}),
+                "indexes": sorted({b.index.describe() for b in built}),
+                "families": sorted({b.index.family for b in built}),
                 "largest_partition_rows": max((b.rows for b in built), default=0),
             },
             "tuning": _tuning_summary(index_plan),
-            # With index.tuning: efSearch as calibrated on each built index (what query used) and its recall.
+            # With index.tuning: the search effort as calibrated on each built index (what query used) and its recall.
             "calibration": _calibration_summary(built),
             "retrievers": [r.model_dump(mode="json") for r in ctx.config.retrievers],
             "candidates_per_query": queried[0].candidates_per_query if queried else 0,

@@ -34,3 +34,5 @@ def test_e2e_bench_smoke(tmp_path: Path) -> None:
     assert result["rows_published"] == result["sqlite_rows"]
     assert 3000 * 10 - result["rows_published"] <= result["queries_short_of_k"] * 10
     assert result["categories"] > 1 and 0.9 <= result["recall_at_k"] <= 1.0
+    # Tuned as the example configs are: per category the family the tuner chose, recorded in the summary.
+    assert result["indexes"] and result["tuning_seconds"] is not None and result["tuning_seconds"] >= 0

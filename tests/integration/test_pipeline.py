@@ -27,7 +27,7 @@ from pss_ops.features.embedded import read_vectors
 from pss_ops.manifests import BuiltIndex, CatalogPlan, EmbeddedPartition, IndexPlan, RunContext
 from pss_ops.orchestration.run import run_pipeline
 from pss_ops.quality.evaluate import evaluate
-from pss_ops.search.hnsw import load_index
+from pss_ops.search.indexes import load_index
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.embed import embed_partition
 from pss_ops.steps.plan import make_context, plan

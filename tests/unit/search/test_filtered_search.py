@@ -15,10 +15,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from pss_ops import storage
 from pss_ops.config import PostFilterConfig
+from pss_ops.manifests import IndexSpec
 from pss_ops.search.dense import filtered_search
 from pss_ops.search.eligibility import Eligibility
 from pss_ops.search.exact import exact_search
-from pss_ops.search.hnsw import build_hnsw
+from pss_ops.search.indexes import build_index
 from tests.unit.conftest import TIE, Stepped, scope_vectors
 
 FETCH = 13
@@ -48,16 +49,27 @@ def _eligible(rules: PostFilterConfig, sellers: list[str | None]) -> np.ndarray:
     return known & (same if rules.same else ~same)
 
 
+def _shallow(family: str) -> IndexSpec:
+    """A small graph searched shallowly (efSearch 16), or an inverted file scanning 8 of its 16 lists: cheaper than exact
+    search for the groups whose filter admits most rows. On a catalog this small the cost model would otherwise
+    search all exactly."""
+    if family == "hnsw":
+        return IndexSpec(family="hnsw", hnsw_m=8, ef_construction=40, search_effort=16)
+    return IndexSpec(family="ivf", nlist=16, search_effort=8)
+
+
+@pytest.mark.parametrize("family", ["hnsw", "ivf"])
 @pytest.mark.parametrize("rules", [PostFilterConfig(different=("seller",)), PostFilterConfig(same=("seller",))], ids=["different", "same"])
-def test_dense_filtered_search_equals_filtering_exact_search(catalog: tuple[pa.Table, np.ndarray], rules: PostFilterConfig) -> None:
+def test_dense_filtered_search_equals_filtering_exact_search(
+    catalog: tuple[pa.Table, np.ndarray], rules: PostFilterConfig, family: str
+) -> None:
     table, vectors = catalog
     sellers = table.column("seller").to_pylist()
     counts = {s: sellers.count(s) for s in set(sellers)}
     assert counts["big"] > 0.75 * len(sellers) and 0 < counts["tiny"] + counts[None] <= FETCH and counts[None] > 0
-    # A small graph searched shallowly (efSearch 16), so that HNSW is cheaper than exact search for the groups
-    # whose filter admits most rows; on a catalog this small the cost model would otherwise search all exactly.
-    index = build_hnsw(vectors, m=8, ef_construction=40)
-    scores, rows, stats = filtered_search(index, vectors, FETCH, 16, 8, Eligibility(rules, table, table))
+    spec = _shallow(family)
+    index = build_index(vectors, spec)
+    scores, rows, stats = filtered_search(index, vectors, FETCH, spec, lambda: vectors, Eligibility(rules, table, table))
 
     if rules.different:
         assert stats.exact > 0 and stats.selector > 0 and stats.exclusion_list > 0  # every path taken
@@ -77,8 +89,9 @@ def test_dense_filtered_search_equals_filtering_exact_search(catalog: tuple[pa.T
             np.testing.assert_allclose(scores[q, : len(got)], want, atol=TIE)
         hits += int((exact[q, got] >= (want[-1] - TIE if len(want) else np.inf)).sum())
         wanted += len(want)
-    # The rest went through HNSW, approximate by design, here at a deliberately shallow efSearch.
-    assert hits / wanted >= 0.97
+    # The rest went through the index, approximate by design, here deliberately shallow. On these few hundred real
+    # title vectors an inverted file's 16 lists split near neighbours more often than a graph loses them.
+    assert hits / wanted >= (0.97 if family == "hnsw" else 0.95)
     assert len(stats.without_candidates) == counts[None]
 
 
@@ -118,8 +131,10 @@ def test_dense_search_when_every_item_is_its_own_seller(catalog: tuple[pa.Table,
     """Offers from many shops (WDC): one group per query, nearly every row eligible; one masked exact pass."""
     table, vectors = catalog
     own = table.set_column(table.schema.get_field_index("seller"), "seller", table.column("item_id"))
-    index = build_hnsw(vectors, m=16, ef_construction=80)
-    scores, rows, stats = filtered_search(index, vectors, FETCH, 128, 16, Eligibility(PostFilterConfig(different=("seller",)), own, own))
+    spec = IndexSpec(family="hnsw", hnsw_m=16, ef_construction=80, search_effort=128)
+    index = build_index(vectors, spec)
+    rules = Eligibility(PostFilterConfig(different=("seller",)), own, own)
+    scores, rows, stats = filtered_search(index, vectors, FETCH, spec, lambda: vectors, rules)
     assert stats.exact == len(vectors) and stats.selector == stats.exclusion_list == stats.fallback == 0
     exact = vectors @ vectors.T
     np.fill_diagonal(exact, -np.inf)  # the only row a query's own seller holds is itself

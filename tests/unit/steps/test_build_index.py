@@ -9,7 +9,7 @@ from pss_ops.features.embedded import read_vectors
 from pss_ops.manifests import (
     BuiltIndex,
 )
-from pss_ops.search.hnsw import load_index
+from pss_ops.search.indexes import load_index
 from tests.unit.conftest import TIE, Stepped
 
 
