@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import adbc_driver_manager
 import sqlalchemy as sa
 
 from pss_ops.warehouse.errors import WarehouseError, WarehouseUrlError
@@ -58,12 +59,17 @@ def engine_url(url: str) -> sa.URL:
 
 @contextmanager
 def reported(url: str, doing: str) -> Iterator[None]:
-    """Database errors (unreachable server, bad credentials, a full disk, a refused value) as one WarehouseError line."""
+    """Database errors (unreachable server, bad credentials, a full disk, a refused value) as one WarehouseError line.
+
+    From SQLAlchemy, or from the ADBC driver a SQLite publish writes through (its own "STATUS: " prefix dropped).
+    """
     try:
         yield
-    except sa.exc.SQLAlchemyError as err:
+    except (sa.exc.SQLAlchemyError, adbc_driver_manager.Error) as err:
         cause = getattr(err, "orig", None) or err
         first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        if isinstance(cause, adbc_driver_manager.Error):
+            first_line = re.sub(r"^[A-Z_]+: (\[SQLite\] )?(failed to execute: )?", "", first_line)
         raise WarehouseError(f"warehouse {redact_url(url)}: {doing} failed: {first_line}") from err
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from pss_ops.warehouse.bulk import PostgresWriter, SqliteWriter, sqlite_transaction
 from pss_ops.warehouse.connection import (
     engine_url,
     lock_slice,
@@ -40,13 +40,14 @@ from pss_ops.warehouse.schema import (
 
 log = logging.getLogger(__name__)
 
+Writer = PostgresWriter | SqliteWriter
+
 SIMILAR_ITEMS_COLUMNS = column_names(TABLE_NAME)
 DUPLICATE_GROUPS_COLUMNS = column_names(GROUPS_TABLE_NAME)
 # A publish replaces the rows of one application, snapshot date and set of categories in every table.
 SLICE_COLUMNS = ("application", "snapshot_date", "category")
 # Arbitrary fixed key: every PSS publisher takes the same advisory lock while creating the schema.
 _SCHEMA_LOCK_KEY = 0x505353_5748  # "PSS" "WH"
-SQLITE_CACHE_KIB = 256 << 10
 # A publish of at least this many rows, and at least 1/SQLITE_REINDEX_RATIO of the rows kept, rebuilds the
 # SQLite secondary indexes instead of inserting into them (measured: 25 s vs 12 s for 1M rows).
 SQLITE_REINDEX_MIN_ROWS = 100_000
@@ -149,23 +150,20 @@ def _checked_rows(
     application: str,
     snapshot_date: datetime.date,
     categories: frozenset[str],
-    day_value: Any,
-) -> list[tuple[Any, ...]]:
-    """Rows of one batch in the order of names (snapshot_date as day_value), each verified to belong to this publish."""
+) -> None:
+    """Verify row by row that each row belongs to this publish; the first that doesn't is a ValueError naming it."""
     at = {name: names.index(name) for name in SLICE_COLUMNS}
-    rows: list[tuple[Any, ...]] = []
     for values in zip(*(batch.column(name).to_pylist() for name in names)):
-        row = list(values)
-        day = row[at["snapshot_date"]]
+        day = values[at["snapshot_date"]]
         if isinstance(day, str):
             try:
                 day = datetime.date.fromisoformat(day)
             except ValueError:
                 pass  # left as a string, so the snapshot_date check below reports it
         checks = (
-            ("application", row[at["application"]] == application),
+            ("application", values[at["application"]] == application),
             ("snapshot_date", type(day) is datetime.date and day == snapshot_date),
-            ("category", row[at["category"]] in categories),
+            ("category", values[at["category"]] in categories),
         )
         for column, ok in checks:
             if not ok:
@@ -174,49 +172,38 @@ def _checked_rows(
                     f"snapshot_date={snapshot_date.isoformat()}, categories={sorted(categories)}); "
                     f"row: {dict(zip(names, values))}"
                 )
-        row[at["snapshot_date"]] = day_value
-        rows.append(tuple(row))
-    return rows
 
 
-def _fast_rows(
-    batch: pa.RecordBatch | pa.Table,
-    names: tuple[str, ...],
-    application: str,
-    snapshot_date: datetime.date,
-    categories: frozenset[str],
-    day_value: Any,
-) -> Iterator[tuple[Any, ...]] | None:
-    """The batch's rows (snapshot_date as day_value) when column-wise checks prove they belong here; else None."""
+def _belongs(batch: pa.Table, application: str, snapshot_date: datetime.date, categories: frozenset[str]) -> bool:
+    """Whether column-wise checks prove every row of the batch belongs to this publish (False: check row by row)."""
     day = batch.column("snapshot_date")
     if pa.types.is_date32(day.type):
         same_day = pc.equal(day, pa.scalar(snapshot_date, pa.date32()))
     elif pa.types.is_string(day.type) or pa.types.is_large_string(day.type):
         same_day = pc.equal(day, snapshot_date.isoformat())
     else:
-        return None
+        return False
     ok = pc.and_kleene(
         pc.and_kleene(pc.equal(batch.column("application"), application), same_day),
         pc.is_in(batch.column("category"), value_set=pa.array(sorted(categories), pa.string())),
     )
-    if batch.num_rows and not pc.all(pc.fill_null(ok, False)).as_py():
-        return None
-    values: list[Iterable[Any]] = [
-        batch.column(name).to_pylist() if name != "snapshot_date" else itertools.repeat(day_value, batch.num_rows) for name in names
-    ]
-    return zip(*values)
+    return not batch.num_rows or bool(pc.all(pc.fill_null(ok, False)).as_py())
 
 
-def _rows(
+def _checked(
     table: str,
     batch: pa.RecordBatch | pa.Table,
     application: str,
     snapshot_date: datetime.date,
     categories: frozenset[str],
-    dialect: str,
-) -> tuple[Iterable[tuple[Any, ...]], int]:
-    """Rows to insert and their count; a batch failing the column-wise check is re-checked row by row to name the row."""
+) -> pa.Table:
+    """The batch in the table's shape (columns in DDL order), each row verified to belong to this publish.
+
+    A batch failing the column-wise check is re-checked row by row, to name the row; snapshot_date, once
+    checked, is written as the publish's date whatever its type in the batch (ISO text, date32, date64).
+    """
     names = column_names(table)
+    batch = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     # A nullable column a batch lacks (files written before it existed, a run without a matcher) is published as NULL.
     shape = arrow_schema(table)
     for column in columns(table):
@@ -225,49 +212,38 @@ def _rows(
     missing = [name for name in names if name not in batch.schema.names]
     if missing:
         raise ValueError(f"{table} batch is missing column(s) {', '.join(missing)}; expected {', '.join(names)}")
-    # SQLAlchemy stores a SQLite DATE as ISO text; the rows bypass it, so they carry that text.
-    day_value = snapshot_date.isoformat() if dialect == "sqlite" else snapshot_date
-    fast = _fast_rows(batch, names, application, snapshot_date, categories, day_value)
-    if fast is not None:
-        return fast, batch.num_rows
-    rows = _checked_rows(batch, names, application, snapshot_date, categories, day_value)
-    return rows, len(rows)
+    if not _belongs(batch, application, snapshot_date, categories):
+        _checked_rows(batch, names, application, snapshot_date, categories)
+    day = pa.array([snapshot_date], pa.date32()).take(pa.array([0] * batch.num_rows, pa.int32()))
+    arrays = []
+    for field in shape:
+        values = day if field.name == "snapshot_date" else batch.column(field.name)
+        try:
+            arrays.append(values.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise ValueError(f"{table} column {field.name} can't be written as {field.type}: {err}") from None
+    return pa.Table.from_arrays(arrays, schema=shape)
 
 
-def _write_rows(conn: sa.Connection, table: str, rows: Iterable[tuple[Any, ...]]) -> None:
-    names = column_names(table)
-    driver_conn = conn.connection.driver_connection
-    assert driver_conn is not None, "a live SQLAlchemy connection always has a DBAPI connection"
-    # Same session as the SQLAlchemy connection, hence inside the transaction that ran the DELETE.
-    if conn.dialect.name == "postgresql":
-        with driver_conn.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    else:
-        # Plain executemany: SQLAlchemy's per-row parameter compilation cost more than the insert.
-        driver_conn.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows)
-
-
-def _rebuild_indexes_after(conn: sa.Connection, table: str, expected_rows: int | None) -> list[tuple[str, str]]:
+def _rebuild_indexes_after(writer: Writer, table: str, expected_rows: int | None) -> list[tuple[str, str]]:
     """On SQLite, drop the table's secondary indexes when a large publish outweighs the rows already kept.
 
     Inserting into the candidate index in random order costs several times more than building it
     sorted, once the publish is a good share of the table. DDL is transactional in SQLite, so
     readers see the old table and index until the commit, and a failure restores both.
     """
-    if conn.dialect.name != "sqlite" or expected_rows is None or expected_rows < SQLITE_REINDEX_MIN_ROWS:
+    if writer.dialect != "sqlite" or expected_rows is None or expected_rows < SQLITE_REINDEX_MIN_ROWS:
         return []
-    kept = conn.execute(sa.select(sa.func.count()).select_from(sa_table(table))).scalar_one()
-    if kept > SQLITE_REINDEX_RATIO * expected_rows:
+    if writer.count(table) > SQLITE_REINDEX_RATIO * expected_rows:
         return []
     indexes = secondary_indexes(table)
     for name, _ in indexes:
-        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+        writer.execute(f"DROP INDEX IF EXISTS {name}")
     return indexes
 
 
 def _replace_slice(
-    conn: sa.Connection,
+    writer: Writer,
     table: str,
     batches: Iterable[pa.RecordBatch | pa.Table],
     application: str,
@@ -275,24 +251,30 @@ def _replace_slice(
     categories: tuple[str, ...],
     expected_rows: int | None = None,
 ) -> tuple[int, int]:
-    """Delete the table's slice and insert the batches' rows in its place, in conn's transaction: (deleted, inserted)."""
-    target = sa_table(table)
-    deleted = conn.execute(
-        sa.delete(target).where(
-            target.c.application == application,
-            target.c.snapshot_date == snapshot_date,
-            target.c.category.in_(categories),
-        )
-    ).rowcount
-    rebuild = _rebuild_indexes_after(conn, table, expected_rows)
+    """Delete the table's slice and insert the batches' rows in its place, in the writer's transaction: (deleted, inserted)."""
+    deleted = writer.delete_slice(table, application, snapshot_date, categories)
+    rebuild = _rebuild_indexes_after(writer, table, expected_rows)
     inserted, allowed = 0, frozenset(categories)
     for batch in batches:
-        rows, count = _rows(table, batch, application, snapshot_date, allowed, conn.dialect.name)
-        _write_rows(conn, table, rows)
-        inserted += count
+        rows = _checked(table, batch, application, snapshot_date, allowed)
+        if rows.num_rows:
+            writer.insert(table, rows)
+        inserted += rows.num_rows
     for _, create in rebuild:
-        conn.exec_driver_sql(create)
+        writer.execute(create)
     return deleted, inserted
+
+
+@contextmanager
+def _transaction(engine: sa.Engine, application: str, snapshot_date: datetime.date, categories: tuple[str, ...]) -> Iterator[Writer]:
+    """The publish's one transaction, committed when the block ends: ADBC on SQLite, SQLAlchemy with slice locks on PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        with sqlite_transaction(engine.url) as writer:
+            yield writer
+        return
+    with engine.begin() as conn:
+        lock_slice(conn, application, snapshot_date, categories)
+        yield PostgresWriter(conn)
 
 
 def publish_similar_items(
@@ -329,13 +311,9 @@ def publish_similar_items(
     try:
         with reported(url, "publishing"):
             ensure_schema(engine)
-            with engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    # A bigger page cache keeps the B-tree inserts of a large publish off the disk until commit.
-                    conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-                lock_slice(conn, application, snapshot_date, wanted)
-                deleted, inserted = _replace_slice(conn, TABLE_NAME, batches, application, snapshot_date, wanted, expected_rows)
-                group_deleted, group_inserted = _replace_slice(conn, GROUPS_TABLE_NAME, group_batches, application, snapshot_date, wanted)
+            with _transaction(engine, application, snapshot_date, wanted) as writer:
+                deleted, inserted = _replace_slice(writer, TABLE_NAME, batches, application, snapshot_date, wanted, expected_rows)
+                group_deleted, group_inserted = _replace_slice(writer, GROUPS_TABLE_NAME, group_batches, application, snapshot_date, wanted)
                 stats = PublishStats(
                     table=TABLE_NAME,
                     rows_deleted=deleted,

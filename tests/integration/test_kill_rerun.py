@@ -6,7 +6,8 @@ process and the rest of the run: similar_items, duplicate_groups, the warehouse 
 counts equal the uninterrupted run's (run ids aside), and no temporary of the killed attempt is left.
 
 A kill lands at a chosen write, not after a chosen time. The step's process runs `pss` with a hook that only watches (a
-Python audit hook on os.rename, an SQLite trace callback) and stops the process (SIGSTOP) just before the chosen file
+Python audit hook on os.rename, an SQLite trace callback, a wrapper around the ADBC cursor the SQLite publish writes
+through) and stops the process (SIGSTOP) just before the chosen file
 becomes visible (its temporary is written whole by then), or at the chosen SQL statement inside the warehouse
 transaction; the test then sends SIGKILL. No code of the step is changed, and the kill lands at the same point every try.
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import adbc_driver_manager.dbapi as adbc_dbapi
 import faiss
 import numpy as np
 import pandas as pd
@@ -185,6 +187,21 @@ def _stop_at(point: KillPoint) -> None:
             return connection
 
         sqlite3.connect = sqlite3.dbapi2.connect = connect  # type: ignore[assignment]
+        # The SQLite publish writes through ADBC (its own SQLite library): its statements, and each bulk ingest once
+        # its rows are in the open transaction, reported as the INSERT the driver runs.
+        real_execute, real_ingest = adbc_dbapi.Cursor.execute, adbc_dbapi.Cursor.adbc_ingest
+
+        def execute(self: adbc_dbapi.Cursor, operation: Any, *args: Any, **kwargs: Any) -> Any:
+            check(str(operation))
+            return real_execute(self, operation, *args, **kwargs)
+
+        def ingest(self: adbc_dbapi.Cursor, table_name: str, *args: Any, **kwargs: Any) -> int:
+            inserted = real_ingest(self, table_name, *args, **kwargs)
+            check(f"INSERT INTO {table_name}")
+            return inserted
+
+        adbc_dbapi.Cursor.execute = execute  # type: ignore[method-assign]
+        adbc_dbapi.Cursor.adbc_ingest = ingest  # type: ignore[method-assign]
     else:
         sys.addaudithook(lambda event, args: check(os.fsdecode(args[1])) if event == point.event else None)
 
