@@ -7,9 +7,10 @@ For each n, on the same synthetic clustered unit vectors (bench/synthetic.py), i
               search, its effort (nprobe, efSearch) first calibrated on the built index to the recall target
               with the pipeline's calibration (that calibration's time is not counted: the baselines get their
               best setting for free):
-                IVF n/256,Flat  lists of 256 rows (the pipeline's list length)
-                IVF 4√n,Flat    faiss's rule of thumb for the number of lists
-                HNSW32          M 32, efConstruction 200
+                IVF n/256,Flat         lists of 256 rows (the pipeline's list length), centroids compared
+                                       one by one (a flat coarse quantiser)
+                IVF n/256_HNSW32,Flat  the same lists found through a graph over the centroids
+                HNSW32                 M 32, efConstruction 200
   pipeline    plan_index → build_index → query through the pss step functions, artifacts on disk, with
               index.tuning: the tuner chooses the family per scope by measured cost, build_index calibrates
               the effort on the built index (and gives way to the next family past its bound)
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import resource
 import shutil
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from pss_ops.quality.recall import recall_with_ties  # noqa: E402  (numpy only: nothing the timings would count)
 
 PIPELINE_STEPS = ("plan_index", "build_index", "query")
-MONOLITHIC = ("ivf_256", "ivf_sqrt", "hnsw32")
+MONOLITHIC = ("ivf_flat", "ivf_graph", "hnsw32")
 TARGETS = {"recall_at_1m": 0.995, "pipeline_over_best_monolithic": 1.5, "exact_over_pipeline": 10.0, "time_exponent": 1.15}
 
 
@@ -87,8 +87,8 @@ def monolithic_spec(family: str, n: int) -> Any:
 
     if family == "hnsw32":
         return IndexSpec(family="hnsw", hnsw_m=32, ef_construction=200, search_effort=16)
-    lists = max(1, round(n / 256)) if family == "ivf_256" else max(1, round(4 * math.sqrt(n)))
-    return IndexSpec(family="ivf", nlist=lists, search_effort=1)
+    lists = max(1, round(n / 256))
+    return IndexSpec(family="ivf", nlist=lists, coarse_quantizer="hnsw" if family == "ivf_graph" else "flat", search_effort=1)
 
 
 # --- workers: one process per measured step -----------------------------------------------------------

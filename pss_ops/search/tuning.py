@@ -44,7 +44,10 @@ EF_SEARCH_CHOICES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 NPROBE_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 SMALL_SAMPLE_DIVISOR = 4  # the second, nested sample: the pair measures how recall falls with size
 # Rows of the small sample whose graph build bounds the graph family's cost from below.
-GRAPH_PROBE_ROWS = 10_000
+GRAPH_PROBE_ROWS = 3_000
+# Below this many predicted CPU seconds for the best family measured, measuring a graph would cost more than it
+# could save: it is not measured.
+GRAPH_WORTH_SECONDS = 5.0
 
 
 def sample_scope(embedded: list[EmbeddedPartition], rows: int, seed: int) -> tuple[str, int, np.ndarray]:
@@ -188,6 +191,9 @@ def _measure_hnsw(
     row, scaled to the scope, bounds the family's cost from below. When that alone exceeds `bound` (the best family
     measured so far), the grid is not measured: that would cost more sampling time than the choice could save.
     """
+    if bound < GRAPH_WORTH_SECONDS:
+        log.info("index tuning: HNSW not measured: the best family measured needs %.1f CPU s in all", bound)
+        return None
     rows = len(truth.vectors)
     m, ef_construction = BUILD_CHOICES[0]
     probe_rows = min(rows, GRAPH_PROBE_ROWS)

@@ -32,7 +32,7 @@ from pss_ops.search.calibration import calibrate_search, effort_ladder
 from pss_ops.search.index_cost import choose_for_scope, hnsw_bytes, max_partition_rows, partition_peak_bytes, predicted_seconds
 from pss_ops.search.indexes import build_index as build_faiss_index
 from pss_ops.search.indexes import ivf_lists, load_index, search
-from pss_ops.search.tuning import BUILD_CHOICES, _measure_hnsw, _Truth, recall_at_k, tune_index
+from pss_ops.search.tuning import BUILD_CHOICES, GRAPH_WORTH_SECONDS, _measure_hnsw, _Truth, recall_at_k, tune_index
 from pss_ops.steps.build_index import build_index
 from pss_ops.steps.plan import make_context
 from pss_ops.steps.plan_index import plan_index
@@ -172,7 +172,9 @@ def test_predicted_costs_pick_exact_for_small_scopes_an_inverted_file_for_large_
 def test_graph_is_measured_only_when_it_could_be_cheapest(vectors: np.ndarray) -> None:
     truth = _Truth(vectors[:2000], 200, 10)
     skipped: list = []
-    assert _measure_hnsw(truth, 11, 0.99, 100_000, 0.0, skipped) is None and skipped == []
+    # Not worth measuring when the best family so far is cheap, nor when a graph's build alone would cost more.
+    assert _measure_hnsw(truth, 11, 0.99, 100_000, GRAPH_WORTH_SECONDS / 2, skipped) is None and skipped == []
+    assert _measure_hnsw(truth, 11, 0.99, 10**9, GRAPH_WORTH_SECONDS, skipped) is None and skipped == []
     measured: list = []
     graph = _measure_hnsw(truth, 11, 0.99, 2_000, float("inf"), measured)
     assert graph is not None and graph.index.family == "hnsw"
