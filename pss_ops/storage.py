@@ -388,8 +388,8 @@ def read_npy(uri: str) -> np.ndarray:
     import numpy as np
 
     if is_s3(uri):
-        return np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False)  # type: ignore[no-any-return]
-    return np.load(uri, mmap_mode="r", allow_pickle=False)  # type: ignore[no-any-return]
+        return np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False)
+    return np.load(uri, mmap_mode="r", allow_pickle=False)
 
 
 def write_arrays(uri: str, **arrays: np.ndarray) -> None:

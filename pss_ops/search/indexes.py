@@ -85,7 +85,7 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, *, seed: int = 0) -> faiss
         quantizer.add(_train_centroids(vectors, nlist, seed))
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.own_fields = True
-        quantizer.this.disown()  # the IVF index owns (and frees) its quantiser
+        quantizer.this.disown()  # type: ignore[attr-defined]  # the IVF index owns (and frees) its quantiser
         index.is_trained = True
     index.add(vectors)
     return index
@@ -99,12 +99,12 @@ def search_parameters(index: faiss.Index, effort: int, k: int, selector: Any = N
         # The coarse graph must explore at least the lists probed.
         graph = isinstance(faiss.downcast_index(index.quantizer), faiss.IndexHNSW)
         coarse = faiss.SearchParametersHNSW(efSearch=max(2 * effort, 16)) if graph else None  # type: ignore[attr-defined]
-        params = faiss.SearchParametersIVF(nprobe=min(effort, index.nlist), sel=selector)  # type: ignore[attr-defined]
+        params = faiss.SearchParametersIVF(nprobe=min(effort, index.nlist), sel=selector)  # type: ignore[call-arg]
         if coarse is not None:
             params.quantizer_params = coarse
             params.keep_alive = coarse  # type: ignore[attr-defined]  # python-side reference: faiss holds a raw pointer
         return params
-    return faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[attr-defined]
+    return faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
 
 
 # A batch this large is reordered by nearest list before an ivf search; a smaller one is searched as it comes.
@@ -132,7 +132,8 @@ def _ordered_ivf_search(index: faiss.IndexIVF, queries: np.ndarray, k: int, effo
     ordered = np.ascontiguousarray(queries[order], dtype=np.float32)
     if selector is None:
         index.nprobe = nprobe
-        scores, rows = index.search_preassigned(ordered, k, lists[order], centroid_scores[order])
+        # faiss's Python wrapper takes (x, k, Iq, Dq); the stubs describe the C++ signature.
+        scores, rows = index.search_preassigned(ordered, k, lists[order], centroid_scores[order])  # type: ignore[call-arg, arg-type, func-returns-value, misc]
     else:
         scores, rows = index.search(ordered, k, params=search_parameters(index, effort, k, selector))
     out_scores, out_rows = np.empty_like(scores), np.empty_like(rows)

@@ -87,7 +87,7 @@ def _build_calibrated(
         calibration = calibrate_search(
             index,
             spec,
-            vectors if stored_vectors(index) is None else stored_vectors(index),
+            vectors,
             k=ctx.config.k,
             # The query step's first fetch, plus the query itself (search.candidates: it searches fetch + 1).
             search_k=candidates_per_query(ctx.config) + 1,
