@@ -249,6 +249,19 @@ def _ranks(position: np.ndarray) -> np.ndarray:
     return np.arange(len(position)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
 
 
+def _by_query_then_score(position: np.ndarray, score: np.ndarray, by_packed: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
+    """Row order by query, then rows flagged `last` after the others, then score descending, ties by packed id.
+
+    What np.lexsort((packed, -score, last, position)) gives, in two stable sorts instead of four (lexsort was a
+    quarter of a query step at 1M rows): `by_packed` is the rows' stable order by packed id, and the other keys
+    fold into one float (a cosine lies within [-1, 1], so 1 - score within [0, 2]).
+    """
+    key = position.astype(np.float64) * 8.0 + (1.0 - score.astype(np.float64))
+    if last is not None:
+        key += 4.0 * last
+    return by_packed[np.argsort(key[by_packed], kind="stable")]
+
+
 def _table(
     config: AppConfig,
     queries: pa.Table,
@@ -266,7 +279,8 @@ def _table(
         rows.update({cosine_column(f): np.zeros(0, np.float32) for f in features})
     fused = fused_scores(config, {n: rows[score_column(n)] for n in names})
     # Ties in the fused score go to the smaller packed id, so reruns rank identically.
-    order = np.lexsort((rows["_packed"], -fused, rows["_position"]))
+    by_packed = np.argsort(rows["_packed"], kind="stable")
+    order = _by_query_then_score(rows["_position"], fused, by_packed)
     rank = _ranks(rows["_position"][order])
     # Written: the fused top k (all the post-filter can publish: the rules were applied in the search, and a
     # min_score floor on the fused score cuts a prefix) and each retriever's own top k (the summary's recall).
@@ -274,7 +288,7 @@ def _table(
     keep[order] = rank <= config.k
     for name in names:
         found = rows[found_column(name)]
-        own = np.lexsort((rows["_packed"], -rows[score_column(name)], ~found, rows["_position"]))
+        own = _by_query_then_score(rows["_position"], rows[score_column(name)], by_packed, last=~found)
         keep[own] |= found[own] & (_ranks(rows["_position"][own]) <= config.k)
     order, rank = order[keep[order]], rank[keep[order]]
     position = rows["_position"][order]

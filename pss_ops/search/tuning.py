@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 # the graph to link clusters at all (recall then stalls near 0.99 whatever efSearch is).
 BUILD_CHOICES: tuple[tuple[int, int], ...] = ((16, 100), (32, 100), (32, 200))
 EF_SEARCH_CHOICES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-NPROBE_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+# Fine steps: a query's cost grows with nprobe in proportion, so a coarse ladder overshoots the target's cost.
+NPROBE_CHOICES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128)
 SMALL_SAMPLE_DIVISOR = 4  # the second, nested sample: the pair measures how recall falls with size
 # Rows of the small sample whose graph build bounds the graph family's cost from below.
 GRAPH_PROBE_ROWS = 3_000
