@@ -292,6 +292,21 @@ def planned_shape(n: int, largest: MeasuredRun, catalog_partition: int, budget: 
     return Shape(n=n, catalog=catalog, indexes=indexes, published_rows=round(largest.published_rows * n / largest.n))
 
 
+def _index_summary(indexes: list[IndexPart]) -> list[str]:
+    """Per family: how many partitions, their rows and (ivf) lists and nprobe, e.g. 'IVF x16: 1,038-3,495 lists'."""
+    lines = []
+    for family in sorted({p.spec.family for p in indexes}):
+        parts = [p for p in indexes if p.spec.family == family]
+        rows = f"{min(p.rows for p in parts):,}-{max(p.rows for p in parts):,} rows"
+        if family == "ivf":
+            lists = f"{min(p.spec.nlist for p in parts):,}-{max(p.spec.nlist for p in parts):,} lists"
+            efforts = "/".join(str(e) for e in sorted({p.spec.search_effort for p in parts}))
+            lines.append(f"IVF x{len(parts)}: {rows}, {lists}, nprobe {efforts}")
+        else:
+            lines.append(f"{parts[0].spec.describe()} x{len(parts)}: {rows}")
+    return lines
+
+
 def batch_prediction(costs: UnitCosts, shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
     """Wall time and vCPU-hours of the shape on Batch, and the distributed speedups set beside Table 5."""
     tasks = task_seconds(costs, shape)
@@ -313,7 +328,7 @@ def batch_prediction(costs: UnitCosts, shape: Shape, args: argparse.Namespace) -
         "n": shape.n,
         "catalog_partitions": len(shape.catalog),
         "index_partitions": len(shape.indexes),
-        "indexes": sorted({p.spec.describe() for p in shape.indexes}),
+        "indexes": _index_summary(shape.indexes),
         "wall_hours": round(sum(walls.values()) / 3600, 2),
         "step_wall_minutes": {s: round(w / 60, 1) for s, w in walls.items()},
         "vcpu_hours": round(cpu_seconds * args.task_vcpus / 3600, 1),
