@@ -335,7 +335,7 @@ STEPS: dict[str, Step] = {
     "plan": Step("validate the catalog, write rejects and split accepted rows into partitions", _plan_options, _plan),
     "embed": Step("embed one catalog partition through the embedding cache", _partition_options, _embed),
     "plan-index": Step("group the embedded rows of each scope into index partitions", _run_uri_option, _plan_index),
-    "build-index": Step("build the HNSW index of one index partition", _partition_options, _build_index),
+    "build-index": Step("build and calibrate the index of one index partition", _partition_options, _build_index),
     "query": Step("search one catalog partition against every index in its scope", _partition_options, _query),
     "post-filter": Step("apply the attribute rules and score floor to one queried partition", _partition_options, _post_filter),
     "search": Step("query then post-filter one catalog partition (one Batch child of the DAG)", _partition_options, _search),
