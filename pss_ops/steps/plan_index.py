@@ -11,6 +11,7 @@ from pss_ops.features.lexical import sum_document_frequencies, write_vocabulary
 from pss_ops.manifests import CatalogPlan, EmbeddedPartition, IndexPartition, IndexPlan, IndexSpec, IndexTuning, RowSlice, RunContext
 from pss_ops.search.filters import candidates_per_query
 from pss_ops.search.indexes import coarse_quantizer_for, ivf_lists
+from pss_ops.search.tuning import sample_scope, tune_index
 from pss_ops.timing import timed
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,6 @@ def _balanced_slices(parts: list[EmbeddedPartition], max_rows: int) -> list[list
 
 def _tune(ctx: RunContext, embedded: list[EmbeddedPartition], tuning: IndexTuningConfig) -> IndexTuning:
     """Measure the index families on a sample of the largest scope and return the choice for every scope."""
-    # Imported here: faiss is loaded only by runs that tune.
-    from pss_ops.search.tuning import sample_scope, tune_index
-
     scope, scope_rows, sample = sample_scope(embedded, tuning.sample_rows, tuning.seed)
     sizes: dict[str, int] = {}
     for part in embedded:
