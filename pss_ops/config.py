@@ -192,7 +192,7 @@ class IndexTuningConfig(_Strict):
 
 class IndexConfig(_Strict):
     """The index family, its parameters and how many items one index partition holds; with tuning set, plan_index
-    chooses them per scope by measurement (the fields below are then unused, except partition_size's cap)."""
+    chooses them per scope by measurement, partition size included (the fields below are then unused)."""
 
     # flat: exact search; ivf: an inverted file of k-means lists; hnsw: a graph (search.indexes).
     family: Literal["flat", "ivf", "hnsw"] = "hnsw"
