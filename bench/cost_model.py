@@ -17,8 +17,8 @@ each step), and:
    queue's slots (longest first), plus `--task-overhead` seconds per wave for container start;
 4. sets the predicted speedups beside the paper's Table 5.
 
-    .venv/bin/python bench/e2e.py --n 100000,300000,1000000 --work-dir /tmp/e2e
-    .venv/bin/python bench/cost_model.py --runs /tmp/e2e
+    .venv/bin/python bench/e2e.py --n 100000,300000,1000000 --work-dir out/e2e
+    .venv/bin/python bench/cost_model.py --runs out/e2e
 """
 
 from __future__ import annotations

@@ -37,12 +37,13 @@ import platform
 import re
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,14 +148,11 @@ def _sqlite_schema(db: Path) -> None:
         engine.dispose()
 
 
-def _sqlite_executemany(db: Path, parquet: Path, categories: list[str]) -> None:
-    """The publish before ADBC (commit 274917c), minus its row checks: Python tuples into sqlite3's executemany."""
-    import sqlite3
+def _replace_slice(conn: sqlite3.Connection, categories: list[str], insert: Callable[[sqlite3.Connection], object]) -> None:
+    """One transaction on a plain sqlite3 connection, as the publish before ADBC made it: delete the slice, drop the
+    secondary indexes, insert, rebuild them, commit. The connection is closed."""
+    from pss_ops.warehouse.schema import secondary_indexes
 
-    from pss_ops.warehouse.schema import column_names, secondary_indexes
-
-    names = column_names()
-    conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("PRAGMA cache_size=-262144")
         conn.execute("BEGIN")
@@ -165,11 +163,7 @@ def _sqlite_executemany(db: Path, parquet: Path, categories: list[str]) -> None:
         )
         for name, _ in secondary_indexes():
             conn.execute(f"DROP INDEX {name}")
-        insert = f"INSERT INTO similar_items ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-        day = DAY.isoformat()
-        for batch in _batches(parquet):
-            columns = [batch.column(n).to_pylist() if n != "snapshot_date" else [day] * batch.num_rows for n in names]
-            conn.executemany(insert, zip(*columns))
+        insert(conn)
         for _, create in secondary_indexes():
             conn.execute(create)
         conn.execute("COMMIT")
@@ -177,13 +171,27 @@ def _sqlite_executemany(db: Path, parquet: Path, categories: list[str]) -> None:
         conn.close()
 
 
+def _sqlite_executemany(db: Path, parquet: Path, categories: list[str]) -> None:
+    """The publish before ADBC (commit 274917c), minus its row checks: Python tuples into sqlite3's executemany."""
+    from pss_ops.warehouse.schema import column_names
+
+    names = column_names()
+    insert = f"INSERT INTO similar_items ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    day = DAY.isoformat()
+
+    def rows(conn: sqlite3.Connection) -> None:
+        for batch in _batches(parquet):
+            columns = [batch.column(n).to_pylist() if n != "snapshot_date" else [day] * batch.num_rows for n in names]
+            conn.executemany(insert, zip(*columns))
+
+    _replace_slice(sqlite3.connect(db, isolation_level=None), categories, rows)
+
+
 def _sqlite_adbc_stage(db: Path, parquet: Path, categories: list[str]) -> None:
     """ADBC ingest into a staging file (no journal, no index), then INSERT ... SELECT in the publish's sqlite3 transaction."""
-    import sqlite3
-
     import adbc_driver_sqlite.dbapi
 
-    from pss_ops.warehouse.schema import column_names, secondary_indexes
+    from pss_ops.warehouse.schema import column_names
 
     names = ", ".join(column_names())
     staging = db.with_name("staging.sqlite")
@@ -195,23 +203,8 @@ def _sqlite_adbc_stage(db: Path, parquet: Path, categories: list[str]) -> None:
             cursor.adbc_ingest("staged", batch, mode="append")
     stage.close()
     conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("PRAGMA cache_size=-262144")
-        conn.execute("ATTACH DATABASE ? AS staging", (str(staging),))
-        conn.execute("BEGIN")
-        marks = ", ".join("?" * len(categories))
-        conn.execute(
-            f"DELETE FROM similar_items WHERE application = ? AND snapshot_date = ? AND category IN ({marks})",
-            [APPLICATION, DAY.isoformat(), *categories],
-        )
-        for name, _ in secondary_indexes():
-            conn.execute(f"DROP INDEX {name}")
-        conn.execute(f"INSERT INTO similar_items ({names}) SELECT {names} FROM staging.staged")
-        for _, create in secondary_indexes():
-            conn.execute(create)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    conn.execute("ATTACH DATABASE ? AS staging", (str(staging),))
+    _replace_slice(conn, categories, lambda c: c.execute(f"INSERT INTO similar_items ({names}) SELECT {names} FROM staging.staged"))
     staging.unlink()
 
 

@@ -127,6 +127,40 @@ def _measure_exact(truth: _Truth) -> FamilyCost:
     )
 
 
+def _record(
+    truth: _Truth,
+    tried: IndexSpec,
+    recall: float,
+    predicted: float,
+    build_per_row: float,
+    per_query: float,
+    target: float,
+    trials: list[TuningTrial],
+) -> FamilyCost:
+    """One setting measured on the sample: appended to the trials, and returned as its family's cost."""
+    trials.append(
+        TuningTrial(
+            index=tried,
+            sample_rows=len(truth.vectors),
+            recall_sample=round(recall, 5),
+            predicted_recall=round(predicted, 5),
+            build_seconds_per_row=build_per_row,
+            search_seconds_per_query=per_query,
+            meets_target=predicted >= target,
+        )
+    )
+    return FamilyCost(
+        index=tried,
+        recall_sample=round(recall, 5),
+        predicted_recall=round(predicted, 5),
+        build_seconds_per_row=build_per_row,
+        search_seconds_per_query=per_query,
+        sample_rows=len(truth.vectors),
+        exact_seconds_per_pair=truth.seconds_per_pair,
+        meets_target=predicted >= target,
+    )
+
+
 def _measure_ivf(truth: _Truth, search_k: int, target: float, scope_rows: int, seed: int, trials: list[TuningTrial]) -> FamilyCost | None:
     """The smallest nprobe predicted to meet the target at the scope's size, on ivf indexes of the sample.
 
@@ -149,27 +183,7 @@ def _measure_ivf(truth: _Truth, search_k: int, target: float, scope_rows: int, s
         recall, per_query = truth.recall(index, nprobe, search_k)
         predicted = _predict(recall_small, rows_small, recall, rows, scope_rows)
         tried = spec.model_copy(update={"search_effort": nprobe})
-        trials.append(
-            TuningTrial(
-                index=tried,
-                sample_rows=rows,
-                recall_sample=round(recall, 5),
-                predicted_recall=round(predicted, 5),
-                build_seconds_per_row=build_per_row,
-                search_seconds_per_query=per_query,
-                meets_target=predicted >= target,
-            )
-        )
-        best = FamilyCost(
-            index=tried,
-            recall_sample=round(recall, 5),
-            predicted_recall=round(predicted, 5),
-            build_seconds_per_row=build_per_row,
-            search_seconds_per_query=per_query,
-            sample_rows=rows,
-            exact_seconds_per_pair=truth.seconds_per_pair,
-            meets_target=predicted >= target,
-        )
+        best = _record(truth, tried, recall, predicted, build_per_row, per_query, target, trials)
         if best.meets_target:
             break
     return best
@@ -218,27 +232,7 @@ def _measure_hnsw(
             recall_large, per_query = truth.recall(large, ef, search_k)
             predicted = _predict(recall_small, rows_small, recall_large, rows, scope_rows)
             tried = spec.model_copy(update={"search_effort": ef})
-            trials.append(
-                TuningTrial(
-                    index=tried,
-                    sample_rows=rows,
-                    recall_sample=round(recall_large, 5),
-                    predicted_recall=round(predicted, 5),
-                    build_seconds_per_row=build_per_row,
-                    search_seconds_per_query=per_query,
-                    meets_target=predicted >= target,
-                )
-            )
-            cost = FamilyCost(
-                index=tried,
-                recall_sample=round(recall_large, 5),
-                predicted_recall=round(predicted, 5),
-                build_seconds_per_row=build_per_row,
-                search_seconds_per_query=per_query,
-                sample_rows=rows,
-                exact_seconds_per_pair=truth.seconds_per_pair,
-                meets_target=predicted >= target,
-            )
+            cost = _record(truth, tried, recall_large, predicted, build_per_row, per_query, target, trials)
             if best is None or (cost.meets_target, -predicted_seconds(cost, scope_rows, scope_rows)) > (
                 best.meets_target,
                 -predicted_seconds(best, scope_rows, scope_rows),
@@ -258,14 +252,13 @@ def tune_index(
     k: int,
     candidates_per_query: int,
     tuning: IndexTuningConfig,
-    partition_cap: int | None = None,
 ) -> IndexTuning:
     """Measure every family on the sample of the largest scope and choose, per scope, the cheapest meeting the target."""
     started = time.perf_counter()
     budget = parse_memory(tuning.memory_budget)
     dim = sample.shape[1]
     sizes = dict(scope_sizes) if scope_sizes else {scope: scope_rows}
-    cap = partition_cap or max(sizes.values())
+    cap = max(sizes.values())
     smallest = min(MIN_PARTITION_ROWS, scope_rows)
     if max_partition_rows(budget, dim, IndexSpec(family="flat")) < smallest:
         need = partition_peak_bytes(smallest, dim, IndexSpec(family="flat"))
